@@ -1,0 +1,192 @@
+"""`livegen SUBCOMMAND`: one entry point for the daemon and the offline tools.
+
+Heavy modules (torch, pretty_midi, fluidsynth, matplotlib) are imported inside the subcommand
+that needs them, so `livegen --help` and `livegen ports` start fast.  Every expected failure is a
+LivegenError: it becomes one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from livegen import __version__
+from livegen.errors import LivegenError
+
+EXIT_OK = 0
+EXIT_ERROR = 2
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _number_in_range(kind: type, low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is outside the allowed range {low}..{high}")
+        return value
+
+    return parse
+
+
+def _pitch_range(text: str) -> tuple[int, int]:
+    """'21-108' or 'A0-C8' -> (low, high) MIDI numbers."""
+    import pretty_midi
+
+    def pitch(part: str) -> int:
+        part = part.strip()
+        if part.isdigit():
+            return int(part)
+        try:
+            return int(pretty_midi.note_name_to_number(part))
+        except Exception:
+            raise argparse.ArgumentTypeError(f"{part!r} is neither a MIDI number nor a note name like C4") from None
+
+    low_text, sep, high_text = text.partition(":") if ":" in text else text.rpartition("-")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected LOW-HIGH, e.g. 21-108 or A0-C8")
+    low, high = pitch(low_text), pitch(high_text)
+    if not 0 <= low <= high <= 127:
+        raise argparse.ArgumentTypeError(f"{text!r}: need 0 <= LOW <= HIGH <= 127")
+    return low, high
+
+
+def _add_model_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", metavar="PATH", help="model folder (default: models/default)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N, mps")
+
+
+def _add_sampling_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--temperature", type=_number_in_range(float, 0.0, 10.0), default=1.0,
+                        help="0 = most likely notes, 1 = as trained, >1 wilder (default 1.0)")
+    parser.add_argument("--top-p", type=_number_in_range(float, 0.01, 1.0), default=1.0,
+                        help="nucleus sampling mass in (0, 1] (default 1.0 = off)")
+    parser.add_argument("--pitch-range", type=_pitch_range, default=(21, 108), metavar="LOW-HIGH",
+                        help="pitches the answer may use, MIDI numbers or names (default 21-108, the piano)")
+    parser.add_argument("--seed", type=int, help="random seed for a reproducible result")
+
+
+# --- subcommands -----------------------------------------------------------------------------
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from livegen.model.checkpoint import load_model
+    from livegen.model.sampling import SamplingParams
+    from livegen.model.stream import continue_notes
+    from livegen.notes import Track, read_midi, write_midi
+
+    primer = read_midi(args.primer, instrument=args.instrument)
+    if args.primer_notes:
+        primer = primer[-args.primer_notes :]
+    model = load_model(args.model, device=args.device)
+    params = SamplingParams(args.temperature, args.top_p, *args.pitch_range)
+    started = time.perf_counter()
+    continuation = continue_notes(model, primer, args.length, params, seed=args.seed)
+    elapsed = time.perf_counter() - started
+    tracks = [] if args.continuation_only else [Track("primer", list(primer), program=args.program)]
+    tracks.append(Track("livegen", continuation, program=args.program))
+    write_midi(args.output, tracks)
+    print(
+        f"wrote {args.output}: {len(continuation)} new notes after a {len(primer)}-note primer "
+        f"(generated in {elapsed:.2f} s)"
+    )
+    return EXIT_OK
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from livegen.io.synth import render_midi_file
+
+    result = render_midi_file(args.input, args.output, soundfont=args.soundfont, sample_rate=args.sample_rate)
+    print(f"wrote {result.path}: {result.seconds:.1f} s, {result.sample_rate} Hz stereo")
+    return EXIT_OK
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from livegen.plot import plot_midi_file
+
+    path = plot_midi_file(args.input, args.output, distributions=args.distributions)
+    print(f"wrote {path}")
+    return EXIT_OK
+
+
+def _not_yet(issue: str) -> Handler:
+    def handler(args: argparse.Namespace) -> int:
+        print(f"livegen {args.command}: not available yet ({issue}); see README.md", file=sys.stderr)
+        return EXIT_ERROR
+
+    return handler
+
+
+# --- parser ----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="livegen",
+        description="A real-time AI MIDI instrument: play a phrase, hear an LSTM continue it in time.",
+    )
+    parser.add_argument("--version", action="version", version=f"livegen {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
+
+    def add(name: str, handler: Handler, help: str, **kwargs) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, **kwargs)
+        p.set_defaults(handler=handler)
+        return p
+
+    add("run", _not_yet("the real-time daemon is being built"), "the real-time daemon: listen, answer in time")
+    add("demo", _not_yet("arrives with the daemon"), "the engine end to end with a built-in player phrase")
+    add("ports", _not_yet("arrives with the daemon"), "list MIDI input and output ports per API")
+    add("presets", _not_yet("arrives with presets and live control"), "list presets; `presets show NAME`")
+
+    p = add("generate", cmd_generate, "continue a MIDI file offline")
+    p.add_argument("primer", type=Path, help="MIDI file whose notes prime the model")
+    p.add_argument("-o", "--output", type=Path, required=True, help="MIDI file to write")
+    p.add_argument("--length", type=_number_in_range(int, 1, 100_000), default=64, help="new notes (default 64)")
+    _add_sampling_flags(p)
+    _add_model_flags(p)
+    p.add_argument("--instrument", help="primer instrument to use, by index or name (default: all non-drum merged)")
+    p.add_argument("--primer-notes", type=_number_in_range(int, 1, 10_000_000), metavar="N",
+                   help="prime with only the last N notes of the primer")
+    p.add_argument("--program", type=_number_in_range(int, 0, 127), default=0, help="GM program of the output tracks (default 0, piano)")
+    p.add_argument("--continuation-only", action="store_true", help="write only the new notes, not the primer")
+
+    p = add("render", cmd_render, "render a MIDI file to a 44.1 kHz stereo WAV with FluidSynth")
+    p.add_argument("input", type=Path, help="MIDI file")
+    p.add_argument("-o", "--output", type=Path, required=True, help="WAV file to write")
+    p.add_argument("--soundfont", help="SoundFont (.sf2); default: $LIVEGEN_SOUNDFONT, then system GM fonts")
+    p.add_argument("--sample-rate", type=_number_in_range(int, 8000, 192000), default=44100, help="Hz (default 44100)")
+
+    p = add("plot", cmd_plot, "draw a piano roll of a MIDI file to PNG")
+    p.add_argument("input", type=Path, help="MIDI file")
+    p.add_argument("-o", "--output", type=Path, required=True, help="PNG file to write")
+    p.add_argument("--distributions", action="store_true", help="add pitch/step/duration/velocity histograms")
+
+    add("train", _not_yet("arrives with the training pipeline"), "train a model from MIDI folders and/or the music21 corpus")
+    add("eval", _not_yet("arrives with the training pipeline"), "metrics of models on held-out files")
+    add("bench", _not_yet("arrives with the benchmarks"), "latency, timing, inference and training benchmarks")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return EXIT_ERROR
+    try:
+        return args.handler(args)
+    except LivegenError as exc:
+        print(f"livegen {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The note model: tokens, the LSTM, sampling, checkpoints and streaming prediction."""

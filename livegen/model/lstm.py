@@ -1,0 +1,181 @@
+"""The note LSTM: reads notes, predicts the next note's fields jointly.
+
+Input: one token row per note (pitch, step bin, duration bin, velocity bin).  The LSTM's output
+``h`` summarises everything played so far.  The next note is predicted field by field, each head
+seeing the fields already chosen for that note:
+
+    P(step | h) · P(pitch | h, step) · P(duration | h, step, pitch) · P(velocity | h, step, pitch, duration)
+
+so a chord (step 0) and its pitches, or a long note and its spacing, stay coherent.  Training
+feeds the true fields (teacher forcing on every position); sampling feeds the sampled ones.
+
+``forward`` runs a whole batch of sequences; ``step`` advances one note and returns a
+``NextNote`` whose conditional heads the sampler queries.  Both share the same layers, so they
+give the same distributions (tested).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from livegen.model.tokens import TokenConfig
+
+ARCH = "note-lstm"
+
+State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (layers, B, hidden)
+
+
+@dataclass(frozen=True)
+class NoteLSTMConfig:
+    hidden: int = 256
+    layers: int = 2
+    pitch_embedding: int = 64
+    field_embedding: int = 24
+    dropout: float = 0.1
+    tokens: TokenConfig = field(default_factory=TokenConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("hidden", "layers", "pitch_embedding", "field_embedding"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["tokens"] = self.tokens.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "NoteLSTMConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown model config keys: {', '.join(unknown)}")
+        data = dict(data)
+        data["tokens"] = TokenConfig.from_dict(data.get("tokens", {}))
+        return cls(**data)
+
+
+class Logits(NamedTuple):
+    """Unnormalised scores per field; each (..., classes)."""
+
+    step: torch.Tensor
+    pitch: torch.Tensor
+    duration: torch.Tensor
+    velocity: torch.Tensor
+
+
+def _head(hidden: int, classes: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, classes))
+
+
+class NoteLSTM(nn.Module):
+    def __init__(self, config: NoteLSTMConfig) -> None:
+        super().__init__()
+        self.config = config
+        tok = config.tokens
+        sizes = (128, tok.step_bins, tok.duration_bins, tok.velocity_bins)
+        self.sizes = sizes
+        self.in_pitch = nn.Embedding(128, config.pitch_embedding)
+        self.in_step = nn.Embedding(sizes[1], config.field_embedding)
+        self.in_duration = nn.Embedding(sizes[2], config.field_embedding)
+        self.in_velocity = nn.Embedding(sizes[3], config.field_embedding)
+        self.in_proj = nn.Linear(config.pitch_embedding + 3 * config.field_embedding, config.hidden)
+        self.lstm = nn.LSTM(
+            config.hidden,
+            config.hidden,
+            num_layers=config.layers,
+            batch_first=True,
+            dropout=config.dropout if config.layers > 1 else 0.0,
+        )
+        self.drop = nn.Dropout(config.dropout)
+        # Embeddings of the already-chosen fields of the note being predicted.
+        self.cond_step = nn.Embedding(sizes[1], config.hidden)
+        self.cond_pitch = nn.Embedding(128, config.hidden)
+        self.cond_duration = nn.Embedding(sizes[2], config.hidden)
+        self.step_head = _head(config.hidden, sizes[1])
+        self.pitch_head = _head(config.hidden, 128)
+        self.duration_head = _head(config.hidden, sizes[2])
+        self.velocity_head = _head(config.hidden, sizes[3])
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(..., 4) int tokens -> (..., hidden) LSTM input."""
+        x = torch.cat(
+            [
+                self.in_pitch(tokens[..., 0]),
+                self.in_step(tokens[..., 1]),
+                self.in_duration(tokens[..., 2]),
+                self.in_velocity(tokens[..., 3]),
+            ],
+            dim=-1,
+        )
+        return torch.relu(self.in_proj(x))
+
+    def encode(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """(B, T, 4) tokens -> (B, T, hidden) summaries after each note, and the final state."""
+        out, state = self.lstm(self.embed(tokens), state)
+        return self.drop(out), state
+
+    def heads(self, h: torch.Tensor, target: torch.Tensor) -> Logits:
+        """All four heads given the context ``h`` (..., hidden) and the true next note (..., 4)."""
+        c_step = h + self.cond_step(target[..., 1])
+        c_pitch = c_step + self.cond_pitch(target[..., 0])
+        c_duration = c_pitch + self.cond_duration(target[..., 2])
+        return Logits(
+            step=self.step_head(h),
+            pitch=self.pitch_head(c_step),
+            duration=self.duration_head(c_pitch),
+            velocity=self.velocity_head(c_duration),
+        )
+
+    def forward(
+        self, tokens: torch.Tensor, targets: torch.Tensor, state: State | None = None
+    ) -> tuple[Logits, State]:
+        """Teacher-forced logits for every position.
+
+        tokens: (B, T, 4) the notes read; targets: (B, T, 4) the note that follows each one.
+        """
+        h, state = self.encode(tokens, state)  # (B, T, hidden)
+        return self.heads(h, targets), state
+
+    def step(self, token: torch.Tensor, state: State | None = None) -> tuple["NextNote", State]:
+        """Advance by one note: token (B, 4) -> distributions over the next note, new state."""
+        h, state = self.encode(token.unsqueeze(1), state)  # (B, 1, hidden)
+        return NextNote(self, h[:, 0]), state
+
+
+class NextNote:
+    """Distributions over the next note, queried field by field in the joint order.
+
+    The sampler asks for step logits, picks a step, asks for pitch logits given it, and so on.
+    """
+
+    __slots__ = ("model", "h", "_c_step", "_c_pitch")
+
+    def __init__(self, model: NoteLSTM, h: torch.Tensor) -> None:
+        self.model = model
+        self.h = h  # (B, hidden)
+
+    def step_logits(self) -> torch.Tensor:
+        return self.model.step_head(self.h)
+
+    def pitch_logits(self, step: torch.Tensor) -> torch.Tensor:
+        self._c_step = self.h + self.model.cond_step(step)
+        return self.model.pitch_head(self._c_step)
+
+    def duration_logits(self, pitch: torch.Tensor) -> torch.Tensor:
+        self._c_pitch = self._c_step + self.model.cond_pitch(pitch)
+        return self.model.duration_head(self._c_pitch)
+
+    def velocity_logits(self, duration: torch.Tensor) -> torch.Tensor:
+        return self.model.velocity_head(self._c_pitch + self.model.cond_duration(duration))
+
+    def logits_given(self, target: torch.Tensor) -> Logits:
+        """All four heads given a known next note (B, 4): for scoring and tests."""
+        return self.model.heads(self.h, target)

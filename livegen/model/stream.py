@@ -1,0 +1,112 @@
+"""A model's running state over a stream of notes: feed what was played, sample what comes next.
+
+The daemon feeds each note as soon as it completes, so when a phrase ends only a note or two is
+left to feed; ``generate`` primes with a whole file in one batched pass.  ``fork`` copies the
+state so a continuation can be sampled without disturbing the listening state.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from livegen.model.lstm import NextNote, NoteLSTM, State
+from livegen.model.sampling import SamplingParams, pitch_mask, sample_next
+from livegen.model.tokens import Tokenizer
+from livegen.notes import PITCH, STEP, Note, array_to_notes, notes_to_array
+
+
+class NoteStream:
+    """Streaming predictor over one NoteLSTM (rows are pitch, step, duration, velocity in seconds)."""
+
+    def __init__(self, model: NoteLSTM) -> None:
+        self.model = model
+        self.tokenizer = Tokenizer(model.config.tokens)
+        self.device = next(model.parameters()).device
+        self.state: State | None = None
+        self.next: NextNote | None = None
+        self._masks: dict[tuple[int, int], torch.Tensor] = {}
+
+    @property
+    def primed(self) -> bool:
+        return self.next is not None
+
+    def reset(self) -> None:
+        self.state = None
+        self.next = None
+
+    @torch.inference_mode()
+    def feed(self, rows: np.ndarray) -> None:
+        """Advance over one row (4,) or several (N, 4) of notes, in onset order."""
+        rows = np.asarray(rows, dtype=np.float64).reshape(-1, 4)
+        if len(rows) == 0:
+            return
+        tokens = torch.as_tensor(self.tokenizer.encode(rows), device=self.device)
+        if len(rows) == 1:
+            self.next, self.state = self.model.step(tokens, self.state)
+        else:
+            h, self.state = self.model.encode(tokens.unsqueeze(0), self.state)
+            self.next = NextNote(self.model, h[:, -1])
+
+    @torch.inference_mode()
+    def sample(
+        self, params: SamplingParams, generator: torch.Generator | None = None, chord: Sequence[int] = ()
+    ) -> np.ndarray:
+        """Sample the next note row (pitch, step, duration, velocity) without feeding it.
+
+        ``chord``: pitches struck at the current onset, which a zero step may not repeat.
+        """
+        if self.next is None:
+            raise RuntimeError("feed at least one note before sampling")
+        key = (params.pitch_low, params.pitch_high)
+        mask = self._masks.get(key)
+        if mask is None:
+            mask = self._masks[key] = pitch_mask(*key, device=self.device)
+        tokens = sample_next(self.next, params, generator, mask, chord)
+        return self.tokenizer.decode(tokens.cpu().numpy())[0]
+
+    def fork(self) -> "NoteStream":
+        """An independent copy sharing the model (the state tensors are immutable here)."""
+        other = NoteStream.__new__(NoteStream)
+        other.__dict__.update(self.__dict__)
+        other._masks = self._masks
+        return other
+
+
+def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
+    """A torch generator on ``device``, seeded when a seed is given (reproducible runs)."""
+    generator = torch.Generator(device=device)
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(int(seed))
+    return generator
+
+
+def continue_notes(
+    model: NoteLSTM,
+    primer: Sequence[Note],
+    length: int,
+    params: SamplingParams = SamplingParams(),
+    seed: int | None = None,
+) -> list[Note]:
+    """Prime with ``primer`` and sample ``length`` new notes that follow its last onset."""
+    if not primer:
+        raise ValueError("the primer has no notes")
+    if length < 0:
+        raise ValueError(f"length must be >= 0, got {length}")
+    stream = NoteStream(model)
+    generator = make_generator(seed, stream.device)
+    primer_rows = notes_to_array(primer)
+    stream.feed(primer_rows)
+    rows = np.empty((length, 4))
+    last_onset = max(n.start for n in primer)
+    chord = [n.pitch for n in primer if n.start == last_onset]  # pitches at the latest onset
+    for i in range(length):
+        row = stream.sample(params, generator, chord)
+        chord = chord + [int(row[PITCH])] if row[STEP] == 0 else [int(row[PITCH])]
+        rows[i] = row
+        stream.feed(row)
+    return array_to_notes(rows, start=last_onset)

@@ -1,0 +1,197 @@
+"""Notes in seconds, the arrays the model sees, and MIDI files in and out.
+
+A note is (pitch, start, end, velocity) in seconds.  The model's view of a sequence is one
+row per note in onset order: (pitch, step, duration, velocity), where step is the time since
+the previous onset, so a chord is notes with step 0.  MIDI files go through pretty_midi.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from livegen.errors import MidiFileError
+
+PITCH, STEP, DURATION, VELOCITY = range(4)
+"""Column indices of a note array."""
+
+MIDI_PITCHES = 128
+WRITE_RESOLUTION = 960  # ticks per beat; at 120 BPM one tick is 0.52 ms
+WRITE_TEMPO = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """One sounding note, times in seconds."""
+
+    pitch: int
+    start: float
+    end: float
+    velocity: int = 80
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(slots=True)
+class Track:
+    """A named group of notes written as one MIDI track/instrument."""
+
+    name: str
+    notes: list[Note] = field(default_factory=list)
+    program: int = 0
+    is_drum: bool = False
+
+
+def sort_notes(notes: Iterable[Note]) -> list[Note]:
+    """Onset order; simultaneous notes lowest pitch first, so chords are reproducible."""
+    return sorted(notes, key=lambda n: (n.start, n.pitch, n.end))
+
+
+UNISON_TOLERANCE = 0.005  # seconds: same-pitch onsets closer than this are one doubled note
+
+
+def resolve_unisons(notes: Iterable[Note]) -> list[Note]:
+    """Make every pitch sound at most once at a time, as on one MIDI channel.
+
+    Merging instruments can stack two notes of the same pitch (a doubling) or overlap them;
+    one channel cannot say which note-off ends which.  A doubling (onsets within 5 ms) becomes
+    one note with the longer end and the louder velocity; an overlap ends the earlier note where
+    the later one starts.  Returns onset-ordered notes.
+    """
+    result: list[Note] = []
+    last_by_pitch: dict[int, int] = {}  # pitch -> index in result of its latest note
+    for note in sort_notes(notes):
+        index = last_by_pitch.get(note.pitch)
+        previous = result[index] if index is not None else None
+        if previous is not None and note.start < previous.end:
+            if note.start - previous.start <= UNISON_TOLERANCE:
+                result[index] = Note(previous.pitch, previous.start, max(previous.end, note.end),
+                                     max(previous.velocity, note.velocity))
+                continue
+            result[index] = Note(previous.pitch, previous.start, note.start, previous.velocity)
+        last_by_pitch[note.pitch] = len(result)
+        result.append(note)
+    return result
+
+
+def read_midi(path: str | os.PathLike, instrument: int | str | None = None) -> list[Note]:
+    """Read a MIDI file into one onset-ordered note list.
+
+    By default every non-drum instrument is merged; ``instrument`` picks one by index or by
+    (case-insensitive substring of) its track or GM program name.  Same-pitch overlaps are
+    resolved (see resolve_unisons).  Raises MidiFileError naming the file and the reason for
+    anything unreadable or without notes.
+    """
+    import pretty_midi  # heavy import, only needed here
+
+    path = Path(path)
+    if not path.is_file():
+        raise MidiFileError(path, "no such file")
+    try:
+        midi = pretty_midi.PrettyMIDI(str(path))
+    except Exception as exc:  # pretty_midi/mido raise many types on bad bytes
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MidiFileError(path, f"not a readable MIDI file ({reason})") from exc
+
+    instruments = [inst for inst in midi.instruments if not inst.is_drum]
+    if instrument is not None:
+        instruments = [_pick_instrument(path, midi.instruments, instrument)]
+    notes = [
+        Note(int(n.pitch), float(n.start), float(n.end), int(n.velocity))
+        for inst in instruments
+        for n in inst.notes
+    ]
+    if not notes:
+        raise MidiFileError(path, "contains no notes" + ("" if instrument is None else f" in instrument {instrument!r}"))
+    return resolve_unisons(notes)
+
+
+def _pick_instrument(path: Path, instruments: list, wanted: int | str):
+    import pretty_midi
+
+    def label(index: int, inst) -> str:
+        program = "drums" if inst.is_drum else pretty_midi.program_to_instrument_name(inst.program)
+        return f"{index}: {inst.name or '(unnamed)'} [{program}]"
+
+    if isinstance(wanted, str) and wanted.isdigit():
+        wanted = int(wanted)
+    if isinstance(wanted, int):
+        if 0 <= wanted < len(instruments):
+            return instruments[wanted]
+    else:
+        needle = wanted.lower()
+        for index, inst in enumerate(instruments):
+            if needle in label(index, inst).lower():
+                return inst
+    available = "; ".join(label(i, inst) for i, inst in enumerate(instruments)) or "none"
+    raise MidiFileError(path, f"no instrument {wanted!r} (instruments: {available})")
+
+
+def notes_to_array(notes: Sequence[Note]) -> np.ndarray:
+    """Notes (any order) to a float64 array of shape (N, 4): pitch, step, duration, velocity.
+
+    The first note's step is 0; keep ``notes[0].start`` to restore absolute times.
+    """
+    ordered = sort_notes(notes)
+    array = np.zeros((len(ordered), 4), dtype=np.float64)
+    if not ordered:
+        return array
+    starts = np.array([n.start for n in ordered])
+    array[:, PITCH] = [n.pitch for n in ordered]
+    array[1:, STEP] = np.diff(starts)
+    array[:, DURATION] = [n.end - n.start for n in ordered]
+    array[:, VELOCITY] = [n.velocity for n in ordered]
+    return array
+
+
+def array_to_notes(array: np.ndarray, start: float = 0.0) -> list[Note]:
+    """Inverse of notes_to_array: the first onset is ``start`` plus the first row's step."""
+    array = np.asarray(array, dtype=np.float64)
+    if array.ndim != 2 or array.shape[1] != 4:
+        raise ValueError(f"note array must have shape (N, 4), got {array.shape}")
+    onsets = start + np.cumsum(array[:, STEP])
+    return [
+        Note(
+            pitch=int(np.clip(round(row[PITCH]), 0, MIDI_PITCHES - 1)),
+            start=float(onset),
+            end=float(onset + max(row[DURATION], 0.0)),
+            velocity=int(np.clip(round(row[VELOCITY]), 1, 127)),
+        )
+        for row, onset in zip(array, onsets)
+    ]
+
+
+def write_midi(path: str | os.PathLike, tracks: Sequence[Track]) -> None:
+    """Write tracks to a type-1 MIDI file at a resolution fine enough to keep onsets within 1 ms.
+
+    Same-pitch overlaps within a track are resolved first (see resolve_unisons), so every
+    note-off in the file ends the note it belongs to.
+    """
+    import pretty_midi
+
+    midi = pretty_midi.PrettyMIDI(resolution=WRITE_RESOLUTION, initial_tempo=WRITE_TEMPO)
+    for track in tracks:
+        instrument = pretty_midi.Instrument(program=track.program, is_drum=track.is_drum, name=track.name)
+        for note in resolve_unisons(track.notes):
+            instrument.notes.append(
+                pretty_midi.Note(
+                    velocity=int(np.clip(note.velocity, 1, 127)),
+                    pitch=int(note.pitch),
+                    start=max(float(note.start), 0.0),
+                    end=max(float(note.end), float(note.start), 0.0),
+                )
+            )
+        midi.instruments.append(instrument)
+    path = Path(path)
+    try:
+        if path.parent != Path(""):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        midi.write(str(path))
+    except OSError as exc:
+        raise MidiFileError(path, f"cannot write ({exc.strerror or exc})") from exc

@@ -1,0 +1,55 @@
+import numpy as np
+from hypothesis import given, strategies as st
+
+from livegen.model.tokens import TokenConfig, Tokenizer
+from livegen.notes import DURATION, STEP, VELOCITY
+
+TOKENIZER = Tokenizer(TokenConfig())
+CONFIG = TOKENIZER.config
+
+
+@given(st.floats(min_value=0.0, max_value=CONFIG.step_max, exclude_max=True))
+def test_step_round_trip_error_is_within_the_bin_width(seconds):
+    bins = TOKENIZER.encode_step(seconds)
+    decoded = TOKENIZER.step_values[bins]
+    assert abs(decoded - seconds) <= TOKENIZER.bin_width("step", bins)
+
+
+@given(st.floats(min_value=CONFIG.duration_min, max_value=CONFIG.duration_max, exclude_max=True))
+def test_duration_round_trip_error_is_within_the_bin_width(seconds):
+    bins = TOKENIZER.encode_duration(seconds)
+    decoded = TOKENIZER.duration_values[bins]
+    assert abs(decoded - seconds) <= TOKENIZER.bin_width("duration", bins)
+    assert decoded > 0
+
+
+@given(st.integers(min_value=1, max_value=127))
+def test_velocity_round_trip_error_is_within_the_bin_width(velocity):
+    bins = TOKENIZER.encode_velocity(velocity)
+    decoded = TOKENIZER.velocity_values[bins]
+    assert abs(decoded - velocity) <= TOKENIZER.bin_width("velocity", bins)
+    assert 1 <= decoded <= 127
+
+
+def test_zero_step_is_exact_and_chords_stay_chords():
+    notes = np.array([[60, 0.0, 0.5, 80], [64, 0.0, 0.5, 80], [67, 0.003, 0.5, 80], [72, 0.5, 0.5, 80]])
+    tokens = TOKENIZER.encode(notes)
+    assert list(tokens[:, STEP][:3]) == [0, 0, 0]
+    decoded = TOKENIZER.decode(tokens)
+    assert list(decoded[:3, STEP]) == [0.0, 0.0, 0.0]
+    assert decoded[3, STEP] > 0
+
+
+def test_relative_error_of_log_bins_is_constant_and_small():
+    seconds = np.geomspace(0.02, 3.0, 500)
+    decoded = TOKENIZER.decode(TOKENIZER.encode(np.column_stack([np.full(500, 60), seconds, seconds, np.full(500, 64)])))
+    for column in (STEP, DURATION):
+        relative = np.abs(decoded[:, column] - seconds) / seconds
+        assert relative.max() < 0.08
+
+
+def test_out_of_range_values_clamp_to_the_edge_bins():
+    tokens = TOKENIZER.encode(np.array([[200, 99.0, 0.0001, 500], [-5, -1.0, 99.0, 0]]))
+    assert tokens[0].tolist() == [127, CONFIG.step_bins - 1, 0, CONFIG.velocity_bins - 1]
+    assert tokens[1].tolist() == [0, 0, CONFIG.duration_bins - 1, 0]
+    assert TOKENIZER.decode(tokens)[:, VELOCITY].min() >= 1
