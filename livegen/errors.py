@@ -18,6 +18,15 @@ class MidiFileError(LivegenError, ValueError):
         self.reason = reason
 
 
+class OutputFileError(LivegenError, OSError):
+    """An output file (MIDI, audio, image) that cannot be written."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
 class ModelError(LivegenError, ValueError):
     """A model file or config that is missing, corrupt or inconsistent."""
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
-from livegen.errors import MidiFileError
+from livegen.errors import MidiFileError, OutputFileError
+
+if TYPE_CHECKING:
+    import pretty_midi
 
 PITCH, STEP, DURATION, VELOCITY = range(4)
 """Column indices of a note array."""
@@ -80,25 +83,30 @@ def resolve_unisons(notes: Iterable[Note]) -> list[Note]:
     return result
 
 
-def read_midi(path: str | os.PathLike, instrument: int | str | None = None) -> list[Note]:
-    """Read a MIDI file into one onset-ordered note list.
-
-    By default every non-drum instrument is merged; ``instrument`` picks one by index or by
-    (case-insensitive substring of) its track or GM program name.  Same-pitch overlaps are
-    resolved (see resolve_unisons).  Raises MidiFileError naming the file and the reason for
-    anything unreadable or without notes.
-    """
+def load_pretty_midi(path: str | os.PathLike) -> "pretty_midi.PrettyMIDI":
+    """Parse a MIDI file, turning every parser failure into MidiFileError naming the file."""
     import pretty_midi  # heavy import, only needed here
 
     path = Path(path)
     if not path.is_file():
         raise MidiFileError(path, "no such file")
     try:
-        midi = pretty_midi.PrettyMIDI(str(path))
+        return pretty_midi.PrettyMIDI(str(path))
     except Exception as exc:  # pretty_midi/mido raise many types on bad bytes
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MidiFileError(path, f"not a readable MIDI file ({reason})") from exc
 
+
+def read_midi(path: str | os.PathLike, instrument: int | str | None = None) -> list[Note]:
+    """Read a MIDI file into one onset-ordered note list, for the model.
+
+    By default every non-drum instrument is merged; ``instrument`` picks one by index or by
+    (case-insensitive substring of) its track or GM program name.  Same-pitch overlaps are
+    resolved (see resolve_unisons).  Raises MidiFileError naming the file and the reason for
+    anything unreadable or without notes.
+    """
+    path = Path(path)
+    midi = load_pretty_midi(path)
     instruments = [inst for inst in midi.instruments if not inst.is_drum]
     if instrument is not None:
         instruments = [_pick_instrument(path, midi.instruments, instrument)]
@@ -110,6 +118,44 @@ def read_midi(path: str | os.PathLike, instrument: int | str | None = None) -> l
     if not notes:
         raise MidiFileError(path, "contains no notes" + ("" if instrument is None else f" in instrument {instrument!r}"))
     return resolve_unisons(notes)
+
+
+def instrument_track(instrument: "pretty_midi.Instrument", index: int) -> Track:
+    """One pretty_midi instrument as a Track, keeping its program and drum flag."""
+    import pretty_midi
+
+    if instrument.name:
+        name = instrument.name
+    elif instrument.is_drum:
+        name = f"{index}: drums"
+    else:
+        name = f"{index}: {pretty_midi.program_to_instrument_name(int(instrument.program))}"
+    notes = [Note(int(n.pitch), float(n.start), float(n.end), int(n.velocity)) for n in instrument.notes]
+    return Track(name=name, notes=sort_notes(notes), program=int(instrument.program), is_drum=bool(instrument.is_drum))
+
+
+def read_tracks(path: str | os.PathLike) -> list[Track]:
+    """Read a MIDI file as one Track per instrument (drums included, empty ones dropped), for
+    rendering and plotting.  Raises MidiFileError naming the file for anything unreadable or
+    without notes.
+    """
+    midi = load_pretty_midi(path)
+    tracks = [instrument_track(inst, i) for i, inst in enumerate(midi.instruments) if inst.notes]
+    if not tracks:
+        raise MidiFileError(Path(path), "contains no notes")
+    return tracks
+
+
+def prepare_output(path: str | os.PathLike) -> Path:
+    """Create the parent folders of an output file; OutputFileError naming it if we cannot."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputFileError(path, "is a directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputFileError(path, f"cannot create folder {path.parent} ({exc.strerror or exc})") from exc
+    return path
 
 
 def _pick_instrument(path: Path, instruments: list, wanted: int | str):
@@ -188,10 +234,8 @@ def write_midi(path: str | os.PathLike, tracks: Sequence[Track]) -> None:
                 )
             )
         midi.instruments.append(instrument)
-    path = Path(path)
+    path = prepare_output(path)
     try:
-        if path.parent != Path(""):
-            path.parent.mkdir(parents=True, exist_ok=True)
         midi.write(str(path))
     except OSError as exc:
-        raise MidiFileError(path, f"cannot write ({exc.strerror or exc})") from exc
+        raise OutputFileError(path, f"cannot write ({exc.strerror or exc})") from exc

@@ -1,0 +1,1 @@
+"""MIDI ports, output sinks and the FluidSynth synthesiser."""
