@@ -72,6 +72,12 @@ def _add_sampling_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="random seed for a reproducible result")
 
 
+def _add_session_flags(parser: argparse.ArgumentParser) -> None:
+    from livegen.daemon import add_session_arguments
+
+    add_session_arguments(parser, _number_in_range, _pitch_range)
+
+
 # --- subcommands -----------------------------------------------------------------------------
 
 
@@ -115,6 +121,12 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from livegen.daemon import run_demo
+
+    return run_demo(args)
+
+
 def _not_yet(issue: str) -> Handler:
     def handler(args: argparse.Namespace) -> int:
         print(f"livegen {args.command}: not available yet ({issue}); see README.md", file=sys.stderr)
@@ -140,7 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     add("run", _not_yet("the real-time daemon is being built"), "the real-time daemon: listen, answer in time")
-    add("demo", _not_yet("arrives with the daemon"), "the engine end to end with a built-in player phrase")
+    p = add("demo", cmd_demo, "the engine end to end with a built-in player phrase; writes MIDI and WAV")
+    _add_session_flags(p)
+    p.add_argument("--out", default="livegen-demo", metavar="DIR", help="folder for demo.mid and demo.wav (default ./livegen-demo)")
+    p.add_argument("--phrase", type=Path, metavar="FILE.mid", help="play this MIDI file instead of the built-in phrase")
+    p.add_argument("--render", action=argparse.BooleanOptionalAction, default=True, help="render demo.wav with FluidSynth")
     add("ports", _not_yet("arrives with the daemon"), "list MIDI input and output ports per API")
     add("presets", _not_yet("arrives with presets and live control"), "list presets; `presets show NAME`")
 

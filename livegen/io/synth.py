@@ -10,18 +10,28 @@ SoundfontError, not a traceback on `import livegen`.
 from __future__ import annotations
 
 import os
+import sys
 import wave
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
 from livegen.errors import LivegenError, OutputFileError, SoundfontError
+from livegen.io.sinks import Sink
 from livegen.notes import Track, instrument_track, load_pretty_midi, prepare_output
 
 SOUNDFONT_ENV = "LIVEGEN_SOUNDFONT"
+
+# FluidSynth audio drivers tried by start_audio("auto"), most desktop-friendly first.
+AUDIO_DRIVERS: dict[str, tuple[str, ...]] = {
+    "linux": ("pipewire", "pulseaudio", "jack", "alsa"),
+    "darwin": ("coreaudio", "jack"),
+    "win32": ("wasapi", "dsound"),
+}
 
 SOUNDFONT_PATHS: tuple[str, ...] = (
     # Debian/Ubuntu (timgm6mb-soundfont, fluid-soundfont-gm, musescore-general-soundfont)
@@ -102,6 +112,23 @@ def _fluidsynth() -> ModuleType:
     if not hasattr(fluidsynth, "Synth"):  # an unrelated package named fluidsynth
         raise SoundfontError("the installed 'fluidsynth' module is not pyfluidsynth: pip install pyfluidsynth")
     return fluidsynth
+
+
+@contextmanager
+def quiet_stderr(enabled: bool = True) -> Iterator[None]:
+    """Silence what C libraries write to file descriptor 2 (Python's own stderr included)."""
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 class FluidSynth:
@@ -198,7 +225,34 @@ class FluidSynth:
         interleaved = self._live().get_samples(int(n_frames))
         return np.asarray(interleaved, dtype=np.int16).reshape(n_frames, 2)
 
-    # start_audio(driver) for live output belongs here: it starts FluidSynth's audio driver.
+    def start_audio(self, driver: str = "auto", period_size: int = 64, periods: int = 2,
+                    client_name: str = "livegen") -> str:
+        """Play live through FluidSynth's own audio driver; returns the driver that started.
+
+        ``auto`` tries the drivers a desktop usually has, in order.  Small periods keep the
+        synth's added latency near period_size * periods / sample_rate (64 * 2 / 44100 = 3 ms).
+        Raises SoundfontError naming the drivers tried when none starts (e.g. no sound card).
+        """
+        synth = self._live()
+        if getattr(synth, "audio_driver", None):
+            raise RuntimeError("audio already started")
+        fluidsynth = _fluidsynth()
+        probing = driver == "auto"
+        candidates = AUDIO_DRIVERS.get(sys.platform, AUDIO_DRIVERS["linux"]) if probing else (driver,)
+        os.environ.setdefault("JACK_NO_START_SERVER", "1")  # never spawn a JACK server behind the user's back
+        synth.setting("audio.period-size", int(period_size))
+        synth.setting("audio.periods", int(periods))
+        synth.setting("audio.jack.id", client_name)
+        synth.setting("audio.jack.autoconnect", 1)
+        for candidate in candidates:
+            synth.setting("audio.driver", candidate)
+            with quiet_stderr(probing):  # drivers that are absent complain loudly in C
+                handle = fluidsynth.new_fluid_audio_driver(synth.settings, synth.synth)
+            if handle:
+                synth.audio_driver = handle  # pyfluidsynth's delete() stops it
+                return candidate
+        raise SoundfontError(f"FluidSynth could not start audio (tried {', '.join(candidates)}); "
+                             "no sound device? use --no-synth, or start JACK/PipeWire/PulseAudio")
 
     # -- lifetime -----------------------------------------------------------------------
     def close(self) -> None:
@@ -442,3 +496,26 @@ __all__ = [
     "render_midi_file",
     "render_tracks",
 ]
+
+
+class SynthSink(Sink):
+    """The built-in synth as a sink: the answer (and passthrough) played by FluidSynth."""
+
+    def __init__(self, synth: FluidSynth) -> None:
+        super().__init__()
+        self.synth = synth
+
+    def _note_on(self, channel: int, pitch: int, velocity: int) -> None:
+        self.synth.note_on(channel, pitch, velocity)
+
+    def _note_off(self, channel: int, pitch: int) -> None:
+        self.synth.note_off(channel, pitch)
+
+    def _control(self, channel: int, control: int, value: int) -> None:
+        self.synth.control(channel, control, value)
+
+    def _program(self, channel: int, program: int) -> None:
+        self.synth.program(channel, program, drum=channel % MIDI_CHANNELS == DRUM_CHANNEL)
+
+    def _close(self) -> None:
+        self.synth.close()

@@ -21,10 +21,11 @@ from livegen.notes import PITCH, STEP, Note, array_to_notes, notes_to_array
 class NoteStream:
     """Streaming predictor over one NoteLSTM (rows are pitch, step, duration, velocity in seconds)."""
 
-    def __init__(self, model: NoteLSTM) -> None:
+    def __init__(self, model: NoteLSTM, seed: int | None = None) -> None:
         self.model = model
         self.tokenizer = Tokenizer(model.config.tokens)
         self.device = next(model.parameters()).device
+        self.generator = make_generator(seed, self.device)
         self.state: State | None = None
         self.next: NextNote | None = None
         self._masks: dict[tuple[int, int], torch.Tensor] = {}
@@ -57,6 +58,7 @@ class NoteStream:
         """Sample the next note row (pitch, step, duration, velocity) without feeding it.
 
         ``chord``: pitches struck at the current onset, which a zero step may not repeat.
+        ``generator`` defaults to the stream's own (seeded at construction).
         """
         if self.next is None:
             raise RuntimeError("feed at least one note before sampling")
@@ -64,8 +66,16 @@ class NoteStream:
         mask = self._masks.get(key)
         if mask is None:
             mask = self._masks[key] = pitch_mask(*key, device=self.device)
-        tokens = sample_next(self.next, params, generator, mask, chord)
+        tokens = sample_next(self.next, params, generator or self.generator, mask, chord)
         return self.tokenizer.decode(tokens.cpu().numpy())[0]
+
+    def warm_up(self) -> None:
+        """Run one throw-away feed and sample so the first real answer pays no lazy set-up."""
+        probe = self.fork()
+        probe.generator = make_generator(0, self.device)
+        probe.feed(np.array([[60.0, 0.0, 0.5, 80.0]]))
+        probe.feed(probe.sample(SamplingParams()))
+        probe.feed(np.array([[60.0, 0.0, 0.5, 80.0], [64.0, 0.0, 0.5, 80.0]]))
 
     def fork(self) -> "NoteStream":
         """An independent copy sharing the model (the state tensors are immutable here)."""
@@ -97,15 +107,14 @@ def continue_notes(
         raise ValueError("the primer has no notes")
     if length < 0:
         raise ValueError(f"length must be >= 0, got {length}")
-    stream = NoteStream(model)
-    generator = make_generator(seed, stream.device)
+    stream = NoteStream(model, seed)
     primer_rows = notes_to_array(primer)
     stream.feed(primer_rows)
     rows = np.empty((length, 4))
     last_onset = max(n.start for n in primer)
     chord = [n.pitch for n in primer if n.start == last_onset]  # pitches at the latest onset
     for i in range(length):
-        row = stream.sample(params, generator, chord)
+        row = stream.sample(params, chord=chord)
         chord = chord + [int(row[PITCH])] if row[STEP] == 0 else [int(row[PITCH])]
         rows[i] = row
         stream.feed(row)

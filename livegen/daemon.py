@@ -1,0 +1,165 @@
+"""`livegen run` and `livegen demo`: build a Session from flags, run it, shut it down cleanly.
+
+Both share everything but the input: `run` listens to a MIDI port, `demo` plays a built-in
+phrase into the engine in-process.  Shutdown (SIGINT/SIGTERM or the demo's end) always goes
+through Session.stop(): note-offs for every note started, CC 123 on each channel used, then the
+recording is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+from contextlib import ExitStack
+from importlib import resources
+from pathlib import Path
+from typing import Callable, Sequence
+
+from livegen import midi_bytes as mb
+from livegen.engine.log import EventLog
+from livegen.engine.session import MODES, Session, SessionConfig
+from livegen.engine.source import QueueSource
+from livegen.errors import LivegenError
+from livegen.io.sinks import MultiSink, RecordingSink, Sink
+from livegen.model.params import SamplingParams
+from livegen.notes import Note, Track, read_midi, write_midi
+
+DEMO_PHRASE = "demo_phrase.mid"
+
+
+# --- shared flags ----------------------------------------------------------------------------
+
+
+def add_session_arguments(parser: argparse.ArgumentParser, number: Callable, pitch_range: Callable) -> None:
+    """Flags shared by run and demo (DESIGN.md's contract names)."""
+    parser.add_argument("--model", metavar="PATH", help="model folder (default: models/default)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N, mps")
+    parser.add_argument("--temperature", type=number(float, 0.0, 10.0), default=1.0, help="sampling temperature (default 1.0)")
+    parser.add_argument("--top-p", type=number(float, 0.01, 1.0), default=1.0, help="nucleus sampling mass (default 1.0 = off)")
+    parser.add_argument("--length", type=number(int, 1, 4096), default=32, help="notes in a response (default 32)")
+    parser.add_argument("--max-seconds", type=number(float, 0.5, 600.0), default=20.0, help="longest response in seconds (default 20)")
+    parser.add_argument("--gap-ms", type=number(float, 20.0, 10_000.0), default=500.0, help="silence that ends a phrase (default 500)")
+    parser.add_argument("--pitch-range", type=pitch_range, default=(21, 108), metavar="LOW-HIGH", help="pitches the answer may use (default 21-108)")
+    parser.add_argument("--mode", choices=[m for m in MODES if m != "mirror"], default="call-response",
+                        help="call-response (stop when the player comes back in) or overlap")
+    parser.add_argument("--channel", type=number(int, 1, 16), default=1, help="MIDI channel of the answer, 1-16 (default 1)")
+    parser.add_argument("--program", type=number(int, 0, 127), default=0, help="GM program of the answer (default 0, piano)")
+    parser.add_argument("--seed", type=int, help="random seed for reproducible answers")
+    parser.add_argument("--synth", action=argparse.BooleanOptionalAction, default=True, help="play through the built-in FluidSynth synth")
+    parser.add_argument("--soundfont", help="SoundFont for the synth (default: $LIVEGEN_SOUNDFONT, then system GM fonts)")
+    parser.add_argument("--audio-driver", default="auto", help="FluidSynth audio driver: auto, jack, pipewire, pulseaudio, alsa, coreaudio...")
+    parser.add_argument("--log-json", metavar="FILE", help="write JSON-lines events (ready, trigger, note_on, note_off, error)")
+
+
+def session_config(args: argparse.Namespace, passthrough_channel: int = 1) -> SessionConfig:
+    low, high = args.pitch_range
+    return SessionConfig(
+        gap_s=args.gap_ms / 1000.0,
+        length=args.length,
+        max_seconds=args.max_seconds,
+        sampling=SamplingParams(args.temperature, args.top_p, low, high),
+        mode=args.mode,
+        channel=args.channel - 1,
+        program=args.program,
+        human_channel=passthrough_channel,
+    )
+
+
+def load_predictor(args: argparse.Namespace):
+    """The model's streaming predictor (torch is imported here, not at CLI start)."""
+    from livegen.model.checkpoint import load_model
+    from livegen.model.stream import NoteStream
+
+    model = load_model(args.model, device=args.device)
+    predictor = NoteStream(model, seed=args.seed)
+    predictor.warm_up()
+    return predictor
+
+
+def open_synth(args: argparse.Namespace, client_name: str, log: EventLog, say: Callable[[str], None]):
+    """The built-in synth with live audio, or None (with a warning) where no audio device works."""
+    from livegen.io.synth import FluidSynth, SynthSink
+
+    synth = FluidSynth(args.soundfont)
+    try:
+        driver = synth.start_audio(args.audio_driver, client_name=f"{client_name}-synth")
+    except LivegenError as exc:
+        synth.close()
+        say(f"synth off: {exc}")
+        log({"event": "error", "t": time.monotonic(), "message": f"synth: {exc}"})
+        return None
+    say(f"synth on ({driver}, {synth.soundfont.name})")
+    return SynthSink(synth)
+
+
+# --- demo ------------------------------------------------------------------------------------
+
+
+def demo_phrase() -> list[Note]:
+    with resources.as_file(resources.files("livegen") / "data" / DEMO_PHRASE) as path:
+        return read_midi(path)
+
+
+def play_into(source: QueueSource, notes: Sequence[Note], channel: int = 0, stop: threading.Event | None = None) -> float:
+    """Play notes into a source in real time, as a keyboard would; returns the last release time."""
+    events = sorted(
+        [(n.start, 1, n.pitch, n.velocity) for n in notes] + [(n.end, 0, n.pitch, 0) for n in notes]
+    )
+    origin = time.monotonic() + 0.05
+    for at, is_on, pitch, velocity in events:
+        delay = origin + at - time.monotonic()
+        if delay > 0 and (stop.wait(delay) if stop else time.sleep(delay)):
+            break
+        source.put(mb.note_on(channel, pitch, velocity) if is_on else mb.note_off(channel, pitch))
+    return origin + events[-1][0]
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    out_dir = Path(args.out)
+    say = lambda text: print(text, flush=True)  # noqa: E731 - tiny local printer
+    phrase = read_midi(args.phrase) if args.phrase else demo_phrase()
+    with ExitStack() as stack:
+        log = EventLog(args.log_json)
+        stack.callback(log.close)
+        predictor = load_predictor(args)
+        recorder = RecordingSink()
+        sinks: list[Sink] = [recorder]
+        synth = open_synth(args, "livegen-demo", log, say) if args.synth else None
+        if synth is not None:
+            sinks.append(synth)
+            stack.callback(synth.close)
+        source = QueueSource()
+        session = Session(source, predictor, MultiSink(sinks), session_config(args), passthrough=[synth] if synth else [],
+                          recorder=recorder, log=log)
+        session.start()
+        log({"event": "ready", "t": time.monotonic()})
+        say(f"ready: playing the demo phrase ({len(phrase)} notes), then livegen answers")
+        try:
+            last_release = play_into(source, phrase)
+            wait_for_answer(session, last_release + args.gap_ms / 1000.0 + args.max_seconds + 5.0)
+        finally:
+            session.stop()
+            recorder.close()
+        tracks = recorder.tracks()
+    answered = sum(len(t.notes) for t in tracks if t.name == "livegen")
+    midi_path = out_dir / "demo.mid"
+    write_midi(midi_path, tracks)
+    say(f"wrote {midi_path}: {len(phrase)} player notes, {answered} livegen notes")
+    if args.render:
+        from livegen.io.synth import render_tracks
+
+        result = render_tracks(tracks, out_dir / "demo.wav", soundfont=args.soundfont)
+        say(f"wrote {result.path}: {result.seconds:.1f} s of audio")
+    return 0 if answered else 1
+
+
+def wait_for_answer(session: Session, deadline: float) -> None:
+    """Until the answer to the first phrase has been played (or the deadline passes)."""
+    while time.monotonic() < deadline:
+        if session.phrases and session.worker.idle() and not session.scheduler.busy:
+            return
+        time.sleep(0.05)

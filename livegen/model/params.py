@@ -1,0 +1,28 @@
+"""Sampling settings, importable without torch (the engine and presets use them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How adventurous the continuation is.
+
+    temperature: divides the logits; 0 picks the most likely class, 1 samples the model as
+    trained, above 1 flattens. top_p: keeps the smallest set of classes whose probability
+    reaches p. pitch_low/pitch_high: inclusive MIDI range the answer may use.
+    """
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    pitch_low: int = 21
+    pitch_high: int = 108
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.temperature <= 10.0:
+            raise ValueError(f"temperature must be in [0, 10], got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 0 <= self.pitch_low <= self.pitch_high <= 127:
+            raise ValueError(f"pitch range must satisfy 0 <= low <= high <= 127, got {self.pitch_low}-{self.pitch_high}")
