@@ -1,0 +1,688 @@
+"""MIDI ports over python-rtmidi: pick an API, list ports, open inputs and outputs.
+
+Names used here, as rtmidi and ``livegen ports`` use them: an *input* is a port livegen can read
+from (another program's output, a keyboard), an *output* is one it can write to.
+
+- ``InputPort``: the rtmidi callback only stamps ``time.monotonic()`` and queues
+  ``(t, [bytes...])``; the engine thread reads with ``get(timeout)`` (the engine's
+  ``MessageSource``) or iterates.  The queue is bounded: overflow drops and counts
+  (``dropped``), it never blocks the callback.  Sysex, clock and active sensing are let
+  through; the engine ignores what it does not use.
+- ``OutputPort``: ``send(message)`` validates, takes a lock, sends.
+- Without a pattern, a port is a virtual port (``in`` / ``out``) under the client name; with
+  one, livegen opens its own port and connects it to the existing port that matches
+  (``find_port``: exact name, then case-insensitive substring).
+
+rtmidi with JACK, as observed with python-rtmidi 1.5.8 / RtMidi 5.0.0 and jackd 1.9.21:
+
+- Every ``MidiIn``/``MidiOut`` object is its own JACK client, created by the constructor, so
+  the first object takes the client name (``livegen``) and later ones get ``livegen-01``,
+  ``livegen-02``...; ``open_ports`` opens the input first, giving ``livegen:in`` and
+  ``livegen-01:out`` (DESIGN.md's contract).  Port names are full ``client:port`` strings.
+- No server: the constructor raises ``rtmidi.SystemError`` ("MidiInJack::initialize: JACK
+  server not running?"; an ``OSError``) after libjack printed five lines to stderr.  ALSA without
+  /dev/snd/seq is the same with "error creating ALSA sequencer client object".  Both become one
+  ``MidiBackendError`` line here, with the native noise silenced.
+- The input callback runs on the JACK process thread (ALSA: RtMidi's own thread) and must take
+  the GIL; python-rtmidi holds the GIL through every call, including JACK server round trips
+  (opening or closing a client or port, connecting).  Two consequences, both reproduced here:
+  * Round trips made while an armed input of this process is receiving stall the JACK graph:
+    the server waits for that client's cycle, whose thread waits for the GIL held by the thread
+    waiting for the server.  Each one then takes seconds (6-16 s with a 48 messages/s clock
+    stream) until jackd's timeout breaks it.  So an InputPort does all its round trips before
+    arming its callback, ``open_ports`` arms the input only after the output is open
+    (``InputPort(start=False)`` + ``start()``), and ``PortPair.close`` closes the input first.
+    Rule for callers: open every port, then start inputs; close inputs first.
+  * Destroying a ``MidiIn`` while its thread waits for the GIL deadlocks the interpreter:
+    libjack ``pthread_cancel``s that thread, which dies holding the GIL's mutex.
+    ``InputPort.close`` cancels the callback, waits until the native thread is provably out of
+    Python (or a grace period passes), and only then closes and deletes.
+- Any method call on an rtmidi object after ``delete()`` is a segmentation fault, so every
+  object here is deleted exactly once: ``close()`` takes it out of the port under a lock.
+- ``get_message()`` returns nothing (and warns) while a callback is set, so messages that
+  arrive before ``start()`` are taken from rtmidi's own queue before the callback is set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import operator
+import os
+import queue
+import sys
+import threading
+import time
+from typing import Any, Iterator, NamedTuple, Sequence
+
+from livegen.errors import LivegenError, PortNotFoundError
+
+log = logging.getLogger(__name__)
+
+API_CHOICES = ("auto", "alsa", "jack", "coremidi", "winmm")
+"""Values of ``--midi-api`` (``coremidi``/``winmm`` work where python-rtmidi compiled them)."""
+
+DEFAULT_CLIENT_NAME = "livegen"
+DEFAULT_INPUT_NAME = "in"
+DEFAULT_OUTPUT_NAME = "out"
+DEFAULT_CAPACITY = 10_000
+"""Queued input messages before new ones are dropped (minutes of dense playing, seconds of sysex)."""
+
+ALSA_SEQUENCER = "/dev/snd/seq"
+
+# How long InputPort.close waits for an in-flight callback when it cannot prove there is none.
+_CALLBACK_GRACE_S = 0.2
+_CALLBACK_POLL_S = 0.005
+
+_API_CONSTANTS = {  # our name -> name of the rtmidi constant
+    "alsa": "API_LINUX_ALSA",
+    "jack": "API_UNIX_JACK",
+    "coremidi": "API_MACOSX_CORE",
+    "winmm": "API_WINDOWS_MM",
+}
+
+_HINTS = {
+    "alsa": "use --midi-api jack",
+    "jack": "start jackd or use --midi-api alsa",
+}
+
+TimedMessage = tuple[float, list[int]]
+"""``(time.monotonic() at arrival, MIDI bytes)`` as the input queue holds them."""
+
+
+class MidiBackendError(LivegenError, OSError):
+    """A MIDI API that is not compiled in, cannot connect (no JACK server...), or failed."""
+
+
+# --- APIs ---------------------------------------------------------------------------------------
+
+
+def _rtmidi() -> Any:
+    """The rtmidi module, imported on first use (``livegen --help`` must start fast)."""
+    try:
+        import rtmidi
+    except ImportError as exc:  # pragma: no cover - a dependency, but say what to do
+        raise MidiBackendError("python-rtmidi is not installed (pip install python-rtmidi)") from exc
+    return rtmidi
+
+
+def compiled_apis() -> list[str]:
+    """Names of the MIDI APIs this python-rtmidi build has, in our preference order."""
+    rtmidi = _rtmidi()
+    compiled = set(rtmidi.get_compiled_api())
+    return [name for name, const in _API_CONSTANTS.items() if getattr(rtmidi, const) in compiled]
+
+
+def _check_api_name(api: str) -> None:
+    if api not in API_CHOICES:
+        raise ValueError(f"unknown MIDI API {api!r}; choose one of {', '.join(API_CHOICES)}")
+
+
+def _api_constant(api: str) -> int:
+    _check_api_name(api)
+    if api == "auto":
+        raise ValueError("resolve 'auto' first")
+    available = compiled_apis()
+    if api not in available:
+        raise MidiBackendError(
+            f"MIDI API {api!r} is not compiled into python-rtmidi here; "
+            f"available: {', '.join(available) or 'none'}"
+        )
+    return getattr(_rtmidi(), _API_CONSTANTS[api])
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 for a moment: libjack and alsa-lib print their failures there.
+
+    Python's own ``sys.stderr`` object is flushed first and works again afterwards; only output
+    written by any thread during the block is lost, so keep the block short.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no fd 2 (pythonw, some embedders)
+        yield
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+        finally:
+            os.close(devnull)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _describe_failure(api: str, exc: BaseException | None) -> str:
+    """One line saying why ``api`` cannot be used, with what to do about it."""
+    if api == "jack":
+        server = os.environ.get("JACK_DEFAULT_SERVER")
+        which = f"JACK server {server!r}" if server else "JACK server"
+        return f"{which} not running ({_HINTS['jack']})"
+    if api == "alsa":
+        if sys.platform.startswith("linux") and not os.path.exists(ALSA_SEQUENCER):
+            return f"ALSA sequencer not available: {ALSA_SEQUENCER} is missing (load snd-seq or {_HINTS['alsa']})"
+        return f"cannot open the ALSA sequencer: {exc} ({_HINTS['alsa']})"
+    return f"cannot open the {api} MIDI API: {exc}"
+
+
+def _new_client(api: str, kind: str, client_name: str) -> Any:
+    """A fresh ``rtmidi.MidiIn`` (kind ``input``) or ``MidiOut``; a MidiBackendError if it fails."""
+    rtmidi = _rtmidi()
+    const = _api_constant(api)
+    if api == "alsa" and sys.platform.startswith("linux") and not os.path.exists(ALSA_SEQUENCER):
+        raise MidiBackendError(_describe_failure(api, None))
+    cls = rtmidi.MidiIn if kind == "input" else rtmidi.MidiOut
+    try:
+        with _quiet_native_stderr():
+            return cls(const, name=client_name)
+    except rtmidi.RtMidiError as exc:
+        raise MidiBackendError(_describe_failure(api, exc)) from exc
+
+
+def _delete(client: Any) -> None:
+    """Close and free an rtmidi object; the caller guarantees this happens once per object."""
+    try:
+        client.close_port()
+    finally:
+        client.delete()
+
+
+def _probe(api: str) -> str | None:
+    """None if ``api`` can connect now, else the one-line reason."""
+    try:
+        _delete(_new_client(api, "output", f"{DEFAULT_CLIENT_NAME}-probe"))
+    except MidiBackendError as exc:
+        return str(exc)
+    return None
+
+
+def resolve_api(api: str = "auto") -> str:
+    """The concrete API name for ``api``, checked to connect; MidiBackendError says why not.
+
+    ``auto`` takes the first compiled API that connects, in the order alsa (only where
+    /dev/snd/seq exists, on Linux), jack, coremidi, winmm.
+    """
+    _check_api_name(api)
+    if api != "auto":
+        reason = _probe(api)
+        if reason is not None:
+            raise MidiBackendError(reason)
+        return api
+    reasons = []
+    for name in compiled_apis():
+        reason = _probe(name)
+        if reason is None:
+            return name
+        reasons.append(f"{name}: {reason}")
+    raise MidiBackendError(f"no usable MIDI API: {'; '.join(reasons) or 'none compiled into python-rtmidi'}")
+
+
+# --- listing and matching -------------------------------------------------------------------------
+
+
+def list_ports(api: str = "auto") -> dict[str, list[str]]:
+    """``{"inputs": [...], "outputs": [...]}`` for one API (``auto`` resolves first)."""
+    api = resolve_api(api) if api == "auto" else api
+    lister_name = f"{DEFAULT_CLIENT_NAME}-ports"
+    result = {}
+    for kind, key in (("input", "inputs"), ("output", "outputs")):
+        client = _new_client(api, kind, lister_name)
+        try:
+            result[key] = list(client.get_ports())
+        finally:
+            _delete(client)
+    return result
+
+
+def list_all_ports(errors: dict[str, str] | None = None) -> dict[str, dict[str, list[str]]]:
+    """``list_ports`` for every compiled API that connects now, keyed by API name.
+
+    APIs that cannot connect are left out; pass a dict as ``errors`` to get their reasons.
+    """
+    found = {}
+    for api in compiled_apis():
+        try:
+            found[api] = list_ports(api)
+        except MidiBackendError as exc:
+            if errors is not None:
+                errors[api] = str(exc)
+    return found
+
+
+def find_port(names: Sequence[str], pattern: str, kind: str) -> tuple[int, str]:
+    """``(index, name)`` of the port in ``names`` that ``pattern`` picks.
+
+    An exact name wins, then a case-insensitive exact name, then the first name that contains
+    ``pattern`` case-insensitively, in the backend's order.  When several names contain it, the
+    first is taken and a warning names the others: a device often has several ports and the
+    first is usually the main one ("Keystation 49 MIDI 1" before "... MIDI 2"); pass a longer
+    pattern to pick another.  ``kind`` ("input" or "output") only words the error, a
+    PortNotFoundError listing the ports that exist.
+    """
+    if not isinstance(pattern, str):
+        raise TypeError(f"port pattern must be a string, not {type(pattern).__name__}")
+    if not pattern:
+        raise ValueError("empty port pattern")
+    for index, name in enumerate(names):
+        if name == pattern:
+            return index, name
+    folded = pattern.casefold()
+    for index, name in enumerate(names):
+        if name.casefold() == folded:
+            return index, name
+    matches = [(index, name) for index, name in enumerate(names) if folded in name.casefold()]
+    if not matches:
+        existing = ", ".join(names) if names else "none"
+        raise PortNotFoundError(f"no MIDI {kind} port matches {pattern!r}; {kind}s are: {existing}")
+    if len(matches) > 1:
+        others = ", ".join(name for _, name in matches[1:])
+        log.warning("MIDI %s pattern %r matches %d ports; using %r (also: %s)",
+                    kind, pattern, len(matches), matches[0][1], others)
+    return matches[0]
+
+
+# --- ports ----------------------------------------------------------------------------------------
+
+
+class _Port:
+    """What inputs and outputs share: opening (virtual or by pattern), naming, closing."""
+
+    kind = ""  # "input" or "output"
+
+    def __init__(self, api: str, client_name: str, pattern: str | None, port_name: str) -> None:
+        if not client_name:
+            raise ValueError("empty MIDI client name")
+        if not port_name:
+            raise ValueError("empty MIDI port name")
+        self._lock = threading.Lock()
+        self._closed = False
+        self._rt: Any = None
+        self._api = resolve_api(api) if api == "auto" else api
+        self._client_name = client_name
+        self._target: str | None = None
+        self._name = f"{client_name}:{port_name}"
+        rtmidi = _rtmidi()
+        client = _new_client(self._api, self.kind, client_name)
+        try:
+            self._prepare(client)
+            before = self._own_side_ports(client_name)
+            try:
+                if pattern is None:
+                    client.open_virtual_port(port_name)
+                else:
+                    index, self._target = find_port(client.get_ports(), pattern, self.kind)
+                    client.open_port(index, port_name)
+            except (rtmidi.RtMidiError, NotImplementedError) as exc:
+                where = "a virtual port" if pattern is None else f"{self._target!r}"
+                raise MidiBackendError(f"cannot open MIDI {self.kind} {where} ({self._api}): {exc}") from exc
+            self._name = self._resolve_name(before, client_name, port_name)
+        except BaseException:
+            self._destroy(client)
+            raise
+        self._rt = client
+
+    # hooks
+    def _prepare(self, client: Any) -> None:
+        """Configure the fresh rtmidi object before its port opens."""
+
+    def _destroy(self, client: Any) -> None:
+        _delete(client)
+
+    # naming
+    def _own_side_ports(self, client_name: str) -> list[str] | None:
+        """Ports on the side where our own port will appear (an input port is a destination,
+        listed by an rtmidi output object, and the other way round); None if unavailable."""
+        other = "output" if self.kind == "input" else "input"
+        try:
+            lister = _new_client(self._api, other, f"{client_name}-lister")
+        except MidiBackendError:
+            return None
+        try:
+            return list(lister.get_ports())
+        finally:
+            _delete(lister)
+
+    def _resolve_name(self, before: list[str] | None, client_name: str, port_name: str) -> str:
+        """Our port's full name as others see it (``livegen-01:out``; ALSA adds ``128:0``)."""
+        fallback = f"{client_name}:{port_name}"
+        after = self._own_side_ports(client_name)
+        if before is None or after is None:
+            return fallback
+        new = [n for n in after if n not in before and n.startswith(client_name) and port_name in n]
+        return new[0] if len(new) == 1 else fallback
+
+    # public
+    @property
+    def api(self) -> str:
+        """The API this port uses (``auto`` already resolved)."""
+        return self._api
+
+    @property
+    def client_name(self) -> str:
+        return self._client_name
+
+    @property
+    def name(self) -> str:
+        """This port's full name as other programs see it, e.g. ``livegen:in``."""
+        return self._name
+
+    @property
+    def target(self) -> str | None:
+        """The existing port this one is connected to, or None for a virtual port."""
+        return self._target
+
+    @property
+    def virtual(self) -> bool:
+        return self._target is None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Close the port and free its MIDI client; safe to call any number of times."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            client, self._rt = self._rt, None
+        self._before_destroy()
+        if client is not None:
+            self._destroy(client)
+
+    def _before_destroy(self) -> None:
+        """Runs once in close() before the rtmidi object goes."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        to = f" -> {self._target!r}" if self._target else " (virtual)"
+        return f"<{type(self).__name__} {self._name!r}{to} {self._api} {state}>"
+
+
+_CLOSED = object()  # sentinel that wakes readers when an InputPort closes
+
+
+class InputPort(_Port):
+    """MIDI input into a bounded queue of ``(time.monotonic(), [bytes...])``.
+
+    ``InputPort()`` opens the virtual port ``in`` under the client name; ``pattern`` connects to
+    an existing port instead (see ``find_port``).  Read with ``get(timeout)`` (None on timeout
+    or once closed, then check ``closed``) or iterate (ends when the port closes).  Messages
+    queued before ``close()`` are still returned before the end.  With ``start=False`` nothing
+    is queued until ``start()`` (messages wait inside rtmidi meanwhile, up to 1024).
+    """
+
+    kind = "input"
+
+    def __init__(
+        self,
+        api: str = "auto",
+        client_name: str = DEFAULT_CLIENT_NAME,
+        pattern: str | None = None,
+        *,
+        port_name: str = DEFAULT_INPUT_NAME,
+        capacity: int = DEFAULT_CAPACITY,
+        start: bool = True,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError(f"queue capacity must be at least 1, not {capacity}")
+        self._capacity = capacity
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._dropped = 0
+        self._calls = 0  # callback invocations (written by the callback thread only)
+        self._keep: list[Any] = []  # rtmidi's callback tuple, kept alive past cancel (see close)
+        self._armed = False
+        super().__init__(api, client_name, pattern, port_name)
+        if start:
+            self.start()
+
+    def _prepare(self, client: Any) -> None:
+        client.ignore_types(sysex=False, timing=False, active_sense=False)
+
+    def start(self) -> None:
+        """Arm the callback (done by the constructor unless ``start=False``); idempotent.
+
+        Make every other port change of this process first (see the module docstring).
+        Messages that arrived since the port opened are queued first, with arrival times
+        reconstructed from rtmidi's delta times.
+        """
+        with self._lock:
+            if self._closed:
+                raise ValueError(f"start() on closed MIDI input {self._name!r}")
+            if self._armed:
+                return
+            client = self._rt
+            # rtmidi keeps what arrived since the port opened in its own queue, which it will not
+            # read once a callback is set; take it first (a message landing between this and
+            # set_callback stays there unread: a window of microseconds, at startup only).
+            early = []
+            while (item := client.get_message()) is not None:
+                early.append(item)
+            t = time.monotonic()
+            stamped = []
+            for message, delta in reversed(early):  # delta: seconds since the previous message
+                stamped.append((t, message))
+                t -= delta
+            for item in reversed(stamped):  # before any callback message, to keep the order
+                self._put(item)
+            client.set_callback(self._callback)
+            self._armed = True
+            # python-rtmidi drops its reference to the (func, data) tuple it gave C++ when the
+            # callback is cancelled; a native thread already inside the callback would then read
+            # freed memory.  Our own reference makes such a late call harmless.
+            self._keep = [r for r in gc.get_referents(client) if isinstance(r, tuple) and r[:1] == (self._callback,)]
+
+    def _put(self, item: TimedMessage) -> None:
+        if self._queue.qsize() >= self._capacity:
+            self._dropped += 1
+        else:
+            self._queue.put_nowait(item)
+
+    def _callback(self, event: tuple[list[int], float], data: object = None) -> None:
+        """rtmidi's callback, on its own native thread: stamp, queue, nothing else."""
+        now = time.monotonic()
+        self._calls += 1
+        if not self._closed:
+            self._put((now, event[0]))
+
+    def _before_destroy(self) -> None:
+        self._queue.put(_CLOSED)  # wake readers first, even if tearing down the client hangs
+
+    def _destroy(self, client: Any) -> None:
+        # Order matters (see the module docstring): stop callbacks, let an in-flight one leave
+        # Python, then close.  Proof that none is in flight: the callback ran again after the
+        # cancel (at most one call can be pending), or the native thread queued a later message
+        # inside rtmidi (it handles messages in order, so it is past any callback).
+        try:
+            if not self._armed:
+                return
+            client.cancel_callback()
+            calls = self._calls
+            deadline = time.monotonic() + _CALLBACK_GRACE_S
+            while time.monotonic() < deadline:
+                time.sleep(_CALLBACK_POLL_S)  # releases the GIL for a waiting callback
+                if self._calls != calls or client.get_message() is not None:
+                    break
+        finally:
+            _delete(client)
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    @property
+    def dropped(self) -> int:
+        """Messages lost because the queue was full."""
+        return self._dropped
+
+    @property
+    def pending(self) -> int:
+        """Messages waiting in the queue."""
+        return max(0, self._queue.qsize() - (1 if self._closed else 0))
+
+    def get(self, timeout: float | None = None) -> TimedMessage | None:
+        """The next ``(t, message)``; None if ``timeout`` seconds pass or the port is closed.
+
+        ``timeout=None`` waits until a message arrives or the port closes; ``0`` never waits.
+        """
+        try:
+            if timeout is not None and timeout <= 0:
+                item = self._queue.get_nowait()
+            else:
+                item = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if item is _CLOSED:
+            self._queue.put(_CLOSED)  # for the next reader
+            return None
+        return item
+
+    def __iter__(self) -> Iterator[TimedMessage]:
+        while (item := self.get()) is not None:
+            yield item
+
+    def __enter__(self) -> InputPort:
+        return self
+
+
+class OutputPort(_Port):
+    """MIDI output: ``send([0x90, 60, 100])``, thread-safe.
+
+    ``OutputPort()`` opens the virtual port ``out`` under the client name; ``pattern`` connects
+    to an existing port instead (see ``find_port``).
+    """
+
+    kind = "output"
+
+    def __init__(
+        self,
+        api: str = "auto",
+        client_name: str = DEFAULT_CLIENT_NAME,
+        pattern: str | None = None,
+        *,
+        port_name: str = DEFAULT_OUTPUT_NAME,
+    ) -> None:
+        super().__init__(api, client_name, pattern, port_name)
+
+    def send(self, message: Sequence[int]) -> None:
+        """Send one MIDI message (status byte first; sysex as one F0 ... F7 message).
+
+        TypeError/ValueError for a malformed message, ValueError once closed (as mido does),
+        MidiBackendError if the backend fails.
+        """
+        data = _check_message(message)
+        with self._lock:
+            if self._closed:
+                raise ValueError(f"send() on closed MIDI output {self._name!r}")
+            try:
+                self._rt.send_message(data)
+            except _rtmidi().RtMidiError as exc:
+                raise MidiBackendError(f"MIDI output {self._name!r}: {exc}") from exc
+
+    def _destroy(self, client: Any) -> None:
+        with self._lock:  # never delete while a send is inside rtmidi
+            _delete(client)
+
+    def __enter__(self) -> OutputPort:
+        return self
+
+
+def _check_message(message: Sequence[int]) -> list[int]:
+    try:
+        data = [_byte(b) for b in message]
+    except TypeError as exc:
+        raise TypeError(f"a MIDI message is a sequence of ints, not {message!r}") from exc
+    if not data:
+        raise ValueError("empty MIDI message")
+    if data[0] < 0x80:
+        raise ValueError(f"MIDI message must start with a status byte: {data!r}")
+    if len(data) > 3 and data[0] != 0xF0:
+        raise ValueError(f"MIDI message longer than 3 bytes that is not sysex: {data!r}")
+    return data
+
+
+def _byte(value: Any) -> int:
+    if isinstance(value, bool):
+        raise TypeError("bool is not a MIDI byte")
+    number = operator.index(value)  # ints, numpy ints; TypeError otherwise
+    if not 0 <= number <= 255:
+        raise ValueError(f"MIDI byte out of range 0-255: {number}")
+    return number
+
+
+class PortPair(NamedTuple):
+    """An input and an output opened together; ``with open_ports(...) as (inp, out):``."""
+
+    input: InputPort
+    output: OutputPort
+
+    def close(self) -> None:
+        """Input first: its callback must be off before the output's JACK round trips."""
+        try:
+            self.input.close()
+        finally:
+            self.output.close()
+
+    def __enter__(self) -> PortPair:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_ports(
+    api: str = "auto",
+    client_name: str = DEFAULT_CLIENT_NAME,
+    input_pattern: str | None = None,
+    output_pattern: str | None = None,
+    *,
+    capacity: int = DEFAULT_CAPACITY,
+) -> PortPair:
+    """Open livegen's input and output on one API (virtual ``in``/``out`` without patterns).
+
+    The input opens first so that with JACK it is ``livegen:in`` and the output
+    ``livegen-01:out``, and starts last (see the module docstring).  If anything fails, what
+    was opened is closed again.
+    """
+    api = resolve_api(api)
+    inp = InputPort(api, client_name, input_pattern, capacity=capacity, start=False)
+    try:
+        out = OutputPort(api, client_name, output_pattern)
+        try:
+            inp.start()
+        except BaseException:
+            out.close()
+            raise
+    except BaseException:
+        inp.close()
+        raise
+    return PortPair(inp, out)
+
+
+__all__ = [
+    "API_CHOICES",
+    "DEFAULT_CAPACITY",
+    "DEFAULT_CLIENT_NAME",
+    "InputPort",
+    "MidiBackendError",
+    "OutputPort",
+    "PortPair",
+    "TimedMessage",
+    "compiled_apis",
+    "find_port",
+    "list_all_ports",
+    "list_ports",
+    "open_ports",
+    "resolve_api",
+]

@@ -1,0 +1,48 @@
+"""Shared fixtures.
+
+JACK: ``jack_server`` starts one private jackd (dummy driver, no sound card or realtime rights
+needed) for the whole session and points JACK_DEFAULT_SERVER at it; ``midi_probe`` is a JACK
+test client (tests/midi_probe.py) that plays into and listens to the ports under test.  Tests
+that use them are skipped, with the reason, where jackd is not installed.
+
+    def test_echo(jack_server, midi_probe):
+        daemon = subprocess.Popen([...], env=jack_server.env)  # children find the server
+        midi_probe.play_into(port_matcher("livegen", "in"))
+        midi_probe.listen_to(port_matcher("livegen", "out"))
+        midi_probe.send([0x90, 60, 100])
+        midi_probe.wait_for(lambda messages: len(messages) >= 1)
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+_HERE = str(Path(__file__).parent)
+if _HERE not in sys.path:  # helper modules (midi_probe...) importable from tests in subfolders
+    sys.path.insert(0, _HERE)
+
+from midi_probe import JackServer, MidiProbe, start_jack_server  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def jack_server() -> JackServer:
+    """A running jackd for this session: ``.name``, ``.env`` (for subprocesses), ``.log()``.
+
+    JACK_DEFAULT_SERVER (and JACK_NO_START_SERVER) are set in os.environ while it runs and
+    restored afterwards; jackd is terminated and waited for at the end of the session.
+    """
+    if shutil.which("jackd") is None:
+        pytest.skip("jackd is not installed (apt install jackd2)")
+    with start_jack_server() as server:
+        yield server
+
+
+@pytest.fixture
+def midi_probe(jack_server) -> MidiProbe:
+    """A MidiProbe on the session's JACK server, closed after the test."""
+    with MidiProbe() as probe:
+        yield probe

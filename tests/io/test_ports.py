@@ -1,0 +1,357 @@
+"""MIDI ports through a real JACK server (dummy driver): listing, opening, both directions,
+errors, the bounded input queue, closing.
+
+Timing bounds are generous (noisy 2-core machines); only orders of magnitude are asserted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+
+import pytest
+
+from livegen.errors import LivegenError, PortNotFoundError
+from livegen.io import ports
+from livegen.io.ports import InputPort, MidiBackendError, OutputPort, find_port, list_ports, open_ports
+from midi_probe import wait_until
+
+NOTE_ON = [0x90, 60, 100]
+CLOCK = [0xF8]
+ACTIVE_SENSING = [0xFE]
+SYSEX = [0xF0, 0x7D, 0x01, 0x02, 0xF7]
+
+
+def unique(prefix: str = "lgt") -> str:
+    """A client name no other test uses, so leftovers cannot be confused with this test's ports."""
+    return f"{prefix}{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture
+def rtmidi_jack(jack_server):
+    """Raw rtmidi objects standing in for other programs' ports; deleted after the test.
+
+    ``make(kind, client, port)`` opens a virtual port: kind "source" (an output others can
+    read, i.e. a keyboard) or "destination" (an input others can write to, i.e. a synth).
+    Destinations are polled with get_message(), never given a callback.
+    """
+    import rtmidi
+
+    made = []
+
+    def make(kind: str, client: str, port: str):
+        cls = rtmidi.MidiOut if kind == "source" else rtmidi.MidiIn
+        obj = cls(rtmidi.API_UNIX_JACK, name=client)
+        if kind == "destination":
+            obj.ignore_types(sysex=False, timing=False, active_sense=False)
+        obj.open_virtual_port(port)
+        made.append(obj)
+        return obj
+
+    yield make
+    for obj in made:
+        obj.close_port()
+        obj.delete()
+
+
+def drain(port: InputPort, count: int, timeout: float = 10.0) -> list:
+    """``count`` messages from ``port``, failing clearly if they do not come."""
+    got = []
+    deadline = time.monotonic() + timeout
+    while len(got) < count and time.monotonic() < deadline:
+        item = port.get(timeout=0.1)
+        if item is not None:
+            got.append(item)
+    assert len(got) == count, f"expected {count} messages, got {got}"
+    return got
+
+
+# --- matching rules (no server needed) -------------------------------------------------------------
+
+
+def test_find_port_prefers_exact_then_case_insensitive_then_substring():
+    names = ["Keys:Keys MIDI 1", "keys:out", "Keys:out"]
+    assert find_port(names, "Keys:out", "input") == (2, "Keys:out")
+    assert find_port(names, "KEYS:OUT", "input") == (1, "keys:out")  # first case-insensitive equal
+    assert find_port(names, "midi 1", "input") == (0, "Keys:Keys MIDI 1")
+
+
+def test_find_port_takes_the_first_of_several_substring_matches_and_warns(caplog):
+    names = ["Keystation:Keystation MIDI 1", "Keystation:Keystation MIDI 2"]
+    with caplog.at_level(logging.WARNING, logger="livegen.io.ports"):
+        assert find_port(names, "keystation", "input") == (0, names[0])
+    assert "MIDI 2" in caplog.text
+
+
+def test_find_port_errors_list_what_exists():
+    with pytest.raises(PortNotFoundError) as info:
+        find_port(["a:out", "b:out"], "zz", "input")
+    assert str(info.value) == "no MIDI input port matches 'zz'; inputs are: a:out, b:out"
+    assert isinstance(info.value, OSError) and isinstance(info.value, LivegenError)
+    with pytest.raises(PortNotFoundError, match=r"^no MIDI output port matches 'x'; outputs are: none$"):
+        find_port([], "x", "output")
+    with pytest.raises(ValueError):
+        find_port(["a"], "", "input")
+
+
+def test_unknown_api_name_is_a_value_error():
+    with pytest.raises(ValueError, match="auto, alsa, jack"):
+        ports.resolve_api("oss")
+
+
+# --- without a server ----------------------------------------------------------------------------
+
+
+@pytest.mark.skipif("jack" not in ports.compiled_apis(), reason="python-rtmidi built without JACK")
+def test_jack_not_running_is_one_clear_line(monkeypatch, capfd):
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", f"livegen-test-nobody-{uuid.uuid4().hex[:8]}")
+    monkeypatch.setenv("JACK_NO_START_SERVER", "1")
+    for attempt in (lambda: ports.resolve_api("jack"), lambda: InputPort("jack"), lambda: OutputPort("jack"),
+                    lambda: list_ports("jack")):
+        with pytest.raises(MidiBackendError) as info:
+            attempt()
+        message = str(info.value)
+        assert "not running (start jackd or use --midi-api alsa)" in message
+        assert "\n" not in message
+        assert isinstance(info.value, LivegenError) and isinstance(info.value, OSError)
+    assert "Cannot connect to server" not in capfd.readouterr().err  # libjack's noise is silenced
+    if not os.path.exists(ports.ALSA_SEQUENCER):
+        with pytest.raises(MidiBackendError, match="no usable MIDI API: .*jack: JACK server .*not running"):
+            ports.resolve_api("auto")
+    errors: dict[str, str] = {}
+    assert "jack" not in ports.list_all_ports(errors)
+    assert "not running" in errors["jack"]
+
+
+# --- through the server --------------------------------------------------------------------------
+
+
+def test_auto_finds_jack_and_listing_shows_virtual_ports(jack_server):
+    if not os.path.exists(ports.ALSA_SEQUENCER):
+        assert ports.resolve_api("auto") == "jack"
+    client = unique()
+    with OutputPort("jack", client) as out, InputPort("jack", client) as inp:
+        listed = list_ports("jack")
+        assert out.name in listed["inputs"]  # livegen's output is an input for other programs
+        assert inp.name in listed["outputs"]
+        everything = ports.list_all_ports()
+        assert out.name in everything["jack"]["inputs"]
+    listed = list_ports("jack")
+    assert out.name not in listed["inputs"] and inp.name not in listed["outputs"]
+
+
+def test_open_ports_names_follow_the_contract(jack_server):
+    client = unique()
+    with open_ports("jack", client) as (inp, out):
+        assert (inp.name, out.name) == (f"{client}:in", f"{client}-01:out")
+        assert inp.virtual and out.virtual and inp.target is None
+        assert inp.api == out.api == "jack"
+
+
+def test_messages_travel_both_ways_with_monotonic_times(jack_server, midi_probe):
+    client = unique()
+    with open_ports("jack", client) as (inp, out):
+        midi_probe.play_into(inp.name)
+        midi_probe.listen_to(out.name)
+
+        before = time.monotonic()
+        for message in (NOTE_ON, CLOCK, SYSEX, ACTIVE_SENSING):
+            midi_probe.send(message)
+        received = drain(inp, 4)
+        after = time.monotonic()
+        assert [m for _, m in received] == [NOTE_ON, CLOCK, SYSEX, ACTIVE_SENSING]  # nothing filtered
+        times = [t for t, _ in received]
+        assert before <= times[0] and times == sorted(times) and times[-1] <= after
+
+        sent_at = time.monotonic()
+        out.send([0x90, 64, 90])
+        out.send(bytes([0x80, 64, 0]))
+        out.send(SYSEX)
+        got = midi_probe.wait_for(lambda messages: len(messages) >= 3)
+        assert [m for _, m in got] == [[0x90, 64, 90], [0x80, 64, 0], SYSEX]
+        assert all(sent_at - 0.01 <= t <= time.monotonic() for t, _ in got)
+
+
+def test_open_existing_ports_by_exact_name_and_by_substring(jack_server, rtmidi_jack):
+    keyboard = unique("kbd")
+    synth = unique("syn")
+    source = rtmidi_jack("source", keyboard, "Keys Out")
+    sink = rtmidi_jack("destination", synth, "Piano In")
+    client = unique()
+
+    for pattern in (f"{keyboard}:Keys Out", f"{keyboard.upper()}:KEYS"):  # exact, then substring
+        with InputPort("jack", client, pattern) as inp:
+            assert inp.target == f"{keyboard}:Keys Out"
+            assert not inp.virtual and inp.name.startswith(client) and inp.name.endswith(":in")
+            source.send_message(NOTE_ON)
+            assert [m for _, m in drain(inp, 1)] == [NOTE_ON]
+
+    for pattern in (f"{synth}:Piano In", f"{synth}:piano"):
+        with OutputPort("jack", client, pattern) as out:
+            assert out.target == f"{synth}:Piano In"
+            out.send([0xB0, 64, 127])
+            got = wait_until(sink.get_message, 10, message="a message at the synth")
+            assert got[0] == [0xB0, 64, 127]
+
+
+def test_missing_port_error_lists_the_existing_ports(jack_server, rtmidi_jack):
+    keyboard = unique("kbd")
+    rtmidi_jack("source", keyboard, "Keys Out")
+    client = unique()
+    with pytest.raises(PortNotFoundError) as info:
+        InputPort("jack", client, "no-such-keyboard")
+    message = str(info.value)
+    assert message.startswith("no MIDI input port matches 'no-such-keyboard'; inputs are: ")
+    assert f"{keyboard}:Keys Out" in message
+    with pytest.raises(PortNotFoundError, match="outputs are: "):
+        OutputPort("jack", client, "no-such-synth")
+    listed = list_ports("jack")  # the failed attempts left no port behind
+    assert not any(name.startswith(client) for name in listed["inputs"] + listed["outputs"])
+
+
+def test_full_queue_drops_and_counts_without_blocking(jack_server):
+    with InputPort("jack", unique(), capacity=5) as inp:
+        started = time.monotonic()
+        for pitch in range(20):
+            inp._callback(([0x90, pitch, 100], 0.0), None)  # as rtmidi's thread calls it
+        assert time.monotonic() - started < 1.0  # never waits for room
+        assert (inp.pending, inp.dropped) == (5, 15)
+        assert [m[1] for _, m in drain(inp, 5)] == [0, 1, 2, 3, 4]  # the oldest are kept
+        assert inp.get(timeout=0) is None
+        inp._callback(([0x90, 99, 100], 0.0), None)  # room again
+        assert inp.get(timeout=0)[1] == [0x90, 99, 100]
+
+
+def test_full_queue_drops_real_traffic_too(jack_server, midi_probe):
+    with InputPort("jack", unique(), capacity=10) as inp:
+        midi_probe.play_into(inp.name)
+        for _ in range(50):
+            midi_probe.send(CLOCK)
+        wait_until(lambda: inp.pending + inp.dropped == 50, 10, message="50 clock messages counted")
+        assert (inp.pending, inp.dropped) == (10, 40)
+
+
+def test_close_is_idempotent_and_wakes_a_blocked_reader(jack_server, midi_probe):
+    inp = InputPort("jack", unique())
+    midi_probe.play_into(inp.name)
+    midi_probe.send(NOTE_ON)
+    wait_until(lambda: inp.pending == 1, 10, message="one queued message")
+
+    results = []
+    reader = threading.Thread(target=lambda: results.extend(inp))  # iterates until closed
+    reader.start()
+    wait_until(lambda: results, 10, message="the reader to take the queued message")
+    time.sleep(0.1)  # the reader is now blocked in get() with no timeout
+    assert reader.is_alive()
+    inp.close()
+    reader.join(10)
+    assert not reader.is_alive(), "close() did not wake the reader"
+    assert [m for _, m in results] == [NOTE_ON]
+    inp.close()  # again: nothing happens
+    assert inp.closed and inp.get(timeout=0) is None and inp.get(timeout=5) is None
+    with pytest.raises(ValueError):
+        inp.start()
+
+    out = OutputPort("jack", unique())
+    out.close()
+    out.close()
+    with pytest.raises(ValueError, match="closed"):
+        out.send(NOTE_ON)
+
+
+def test_messages_queued_before_close_are_still_read(jack_server):
+    inp = InputPort("jack", unique())
+    inp._callback((NOTE_ON, 0.0), None)
+    inp.close()
+    assert inp.get(timeout=1)[1] == NOTE_ON
+    assert inp.get(timeout=1) is None
+
+
+def test_unstarted_input_keeps_early_messages_for_start(jack_server, midi_probe):
+    with InputPort("jack", unique(), start=False) as inp:
+        midi_probe.play_into(inp.name)
+        before = time.monotonic()
+        midi_probe.send(NOTE_ON)
+        midi_probe.send(CLOCK)
+        time.sleep(0.2)
+        assert inp.get(timeout=0) is None  # not started: nothing queued yet
+        inp.start()
+        inp.start()  # idempotent
+        received = drain(inp, 2)
+        assert [m for _, m in received] == [NOTE_ON, CLOCK]
+        assert before - 0.5 <= received[0][0] <= received[1][0] <= time.monotonic()
+
+
+def test_send_checks_its_argument(jack_server):
+    with OutputPort("jack", unique()) as out:
+        for bad, error in (([], ValueError), ([0x90, 300, 1], ValueError), ([0x40, 1], ValueError),
+                           ([0x90, "a", 1], TypeError), ([0x90, 1.5, 1], TypeError), (None, TypeError),
+                           ([0x90, 1, 2, 3], ValueError), ([True, 1], TypeError)):
+            with pytest.raises(error):
+                out.send(bad)
+        out.send((0xFC,))  # tuples and bytes are fine
+
+
+# --- the two rtmidi/JACK hazards the module is built around (see its docstring) -------------------
+
+STRESS = textwrap.dedent(
+    """
+    import threading, time, rtmidi
+    from livegen.io.ports import InputPort, open_ports
+
+    source = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name="stress-src")
+    source.open_virtual_port("clock")
+    stop = threading.Event()
+
+    def pump():  # a fast clock stream, so a callback is nearly always waiting for the GIL
+        while not stop.is_set():
+            source.send_message([0xF8])
+            time.sleep(0.0005)
+
+    def burn():  # keeps the GIL busy, as the engine and model threads would
+        while not stop.is_set():
+            sum(range(2000))
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (pump, burn)]
+    for t in threads:
+        t.start()
+    received = 0
+    for _ in range(ROUNDS):
+        with InputPort("jack", "stress", "stress-src:clock") as port:
+            time.sleep(0.02)
+        while port.get(timeout=0) is not None:
+            received += 1
+    started = time.monotonic()
+    with open_ports("jack", "stress", input_pattern="stress-src:clock") as (inp, out):
+        opened = time.monotonic() - started
+        time.sleep(0.05)
+    stop.set()
+    for t in threads:
+        t.join()
+    source.close_port()
+    source.delete()
+    print("ok", received, round(opened, 3))
+    """
+)
+
+
+def test_closing_and_opening_under_traffic_neither_deadlocks_nor_stalls(jack_server):
+    # In a subprocess so that a regression (an interpreter deadlock) fails instead of hanging.
+    code = STRESS.replace("ROUNDS", "15")
+    try:
+        done = subprocess.run([sys.executable, "-c", code], env=jack_server.env, capture_output=True,
+                              text=True, timeout=120)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"open/close under traffic hung: {exc.stderr}")
+    assert done.returncode == 0, done.stderr
+    _, received, opened = done.stdout.split()
+    assert int(received) > 0
+    # A stalled JACK graph takes seconds per round trip (6-16 s observed); a healthy open takes
+    # well under one.
+    assert float(opened) < 5.0, done.stdout

@@ -1,0 +1,369 @@
+"""A private JACK server and a JACK test client, for tests that go through real MIDI ports.
+
+The fixtures in conftest.py wrap these (``jack_server``, ``midi_probe``); import from here
+(``from midi_probe import MidiProbe, wait_until``) for anything more.
+
+``MidiProbe`` talks to rtmidi directly, not through livegen.io.ports, so it can check that
+module.  Its input is polled by a thread instead of using an rtmidi callback: a callback makes
+the JACK process thread need the GIL, and then any JACK round trip made by this process (opening
+or closing a port) can stall the server for seconds (see livegen/io/ports.py).  A poll interval
+of 1 ms bounds the timestamp error; tests must not assert on timing finer than that anyway.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+TimedMessage = tuple[float, list[int]]
+
+
+# --- waiting ------------------------------------------------------------------------------------
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.005,
+               message: str | Callable[[], str] = "condition") -> object:
+    """Poll ``condition()`` until it returns something truthy, and return that.
+
+    Raises AssertionError after ``timeout`` seconds; ``message`` (or its result) says what was
+    awaited, so failures explain themselves.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            text = message() if callable(message) else message
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {text}")
+        time.sleep(interval)
+
+
+# --- server -------------------------------------------------------------------------------------
+
+
+@dataclass
+class JackServer:
+    """A running jackd: ``name`` for JACK_DEFAULT_SERVER, ``env`` for subprocesses."""
+
+    name: str
+    process: subprocess.Popen
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def log(self) -> str:
+        """What jackd printed so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+
+def jack_command(name: str) -> list[str]:
+    """jackd with the dummy driver: no sound card, no realtime privileges needed."""
+    return [
+        "jackd", "--no-realtime", "--name", name, "--timeout", "2000",
+        "-d", "dummy", "--rate", "48000", "--period", "64",
+    ]
+
+
+def jack_client_can_connect() -> bool:
+    """Whether a JACK client can open on the server JACK_DEFAULT_SERVER names, right now."""
+    import rtmidi
+
+    try:
+        client = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name="probe-ready")
+    except rtmidi.SystemError:
+        return False
+    client.delete()
+    return True
+
+
+@contextmanager
+def start_jack_server(startup_timeout: float = 10.0) -> Iterator[JackServer]:
+    """Start a uniquely named jackd, point JACK_DEFAULT_SERVER at it, stop it afterwards.
+
+    The environment variables this sets are restored on exit.  jackd's output goes to a log
+    file whose text is in the error if the server does not come up.
+    """
+    if shutil.which("jackd") is None:
+        raise FileNotFoundError("jackd is not installed (apt install jackd2)")
+    name = f"livegen-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    log_path = Path(tempfile.gettempdir()) / f"{name}.log"
+    settings = {"JACK_DEFAULT_SERVER": name, "JACK_NO_START_SERVER": "1", "JACK_NO_AUDIO_RESERVATION": "1"}
+    saved = {key: os.environ.get(key) for key in settings}
+    with open(log_path, "w") as log_file:
+        process = subprocess.Popen(
+            jack_command(name), stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+            env={**os.environ, **settings},
+        )
+    server = JackServer(name, process, log_path, env={**os.environ, **settings})
+    os.environ.update(settings)
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while not jack_client_can_connect():
+            if process.poll() is not None:
+                raise RuntimeError(f"jackd exited with {process.returncode}:\n{server.log()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"jackd accepted no client within {startup_timeout:g} s:\n{server.log()}")
+            time.sleep(0.05)
+        yield server
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        try:
+            log_path.unlink()
+        except OSError:
+            pass
+
+
+# --- probe --------------------------------------------------------------------------------------
+
+
+def port_matcher(client_prefix: str, port: str) -> Callable[[str], bool]:
+    """DESIGN.md's rule for finding livegen's ports: ``client:port`` whose client starts with
+    ``client_prefix`` (rtmidi makes ``livegen``, ``livegen-01``...)."""
+
+    def matches(name: str) -> bool:
+        client, _, port_name = name.rpartition(":")
+        return port_name == port and client.startswith(client_prefix)
+
+    return matches
+
+
+class MidiProbe:
+    """A JACK client that plays into a port under test and records what a port sends.
+
+    ``play_into("livegen:in")`` opens an output connected to that port; ``send`` plays a
+    message.  ``listen_to("livegen-01:out")`` opens an input connected from that port;
+    ``messages`` holds ``(time.monotonic(), [bytes])`` for everything received.  Both take an
+    exact port name or a predicate (``port_matcher("livegen", "in")``) and wait for the port to
+    appear, so they work against a daemon that is still starting.
+
+    Client names are ``probe``, ``probe-01``..., never ``livegen...``, so the probe is not
+    mistaken for livegen's ports.  Close it (or use ``with``) before stopping the server.
+    """
+
+    POLL_INTERVAL = 0.001
+
+    def __init__(self, client_name: str = "probe") -> None:
+        import rtmidi
+
+        self._rtmidi = rtmidi
+        self.client_name = client_name
+        self._lock = threading.Lock()
+        self._messages: list[TimedMessage] = []
+        self._out = None
+        self._in = None
+        self._reader: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.playing_into: str | None = None
+        self.listening_to: str | None = None
+
+    # ports that exist
+    def _list(self, cls) -> list[str]:
+        client = cls(self._rtmidi.API_UNIX_JACK, name=f"{self.client_name}-lister")
+        try:
+            return list(client.get_ports())
+        finally:
+            client.delete()
+
+    def destinations(self) -> list[str]:
+        """JACK MIDI ports one can play into (livegen's input is one)."""
+        return self._list(self._rtmidi.MidiOut)
+
+    def sources(self) -> list[str]:
+        """JACK MIDI ports one can listen to (livegen's output is one)."""
+        return self._list(self._rtmidi.MidiIn)
+
+    def wait_for_port(self, kind: str, match: str | Callable[[str], bool], timeout: float = 10.0) -> str:
+        """The first ``destination``/``source`` port equal to ``match`` (or accepted by it)."""
+        lister = {"destination": self.destinations, "source": self.sources}[kind]
+        accept = match if callable(match) else (lambda name: name == match)
+        seen: list[str] = []
+
+        def find() -> str | None:
+            seen[:] = lister()
+            return next((name for name in seen if accept(name)), None)
+
+        return wait_until(find, timeout, 0.05, lambda: f"a {kind} port {match!r}; ports: {seen}")
+
+    # playing
+    def play_into(self, port: str | Callable[[str], bool], timeout: float = 10.0) -> str:
+        """Open an output connected to ``port``; returns the port's name."""
+        if self._out is not None:
+            raise RuntimeError(f"probe already plays into {self.playing_into!r}")
+        name = self.wait_for_port("destination", port, timeout)
+        out = self._rtmidi.MidiOut(self._rtmidi.API_UNIX_JACK, name=self.client_name)
+        try:
+            out.open_port(out.get_ports().index(name), "play")
+        except BaseException:
+            out.delete()
+            raise
+        self._out, self.playing_into = out, name
+        return name
+
+    def send(self, message: Sequence[int]) -> float:
+        """Send one message; returns ``time.monotonic()`` just before sending."""
+        if self._out is None:
+            raise RuntimeError("call play_into() first")
+        t = time.monotonic()
+        self._out.send_message(list(message))
+        return t
+
+    def play(self, pitches: Sequence[int], hold: float = 0.08, rest: float = 0.02, channel: int = 0) -> float:
+        """Play the pitches one after another; returns the time of the last note-off."""
+        released = 0.0
+        for pitch in pitches:
+            self.send([0x90 | channel, pitch, 90])
+            time.sleep(hold)
+            released = self.send([0x80 | channel, pitch, 0])
+            time.sleep(rest)
+        return released
+
+    # listening
+    def listen_to(self, port: str | Callable[[str], bool], timeout: float = 10.0) -> str:
+        """Open an input connected from ``port`` and start recording; returns the port's name."""
+        if self._in is not None:
+            raise RuntimeError(f"probe already listens to {self.listening_to!r}")
+        name = self.wait_for_port("source", port, timeout)
+        inp = self._rtmidi.MidiIn(self._rtmidi.API_UNIX_JACK, name=self.client_name, queue_size_limit=65536)
+        try:
+            inp.ignore_types(sysex=False, timing=False, active_sense=False)
+            inp.open_port(inp.get_ports().index(name), "listen")
+        except BaseException:
+            inp.delete()
+            raise
+        self._in, self.listening_to = inp, name
+        self._stop.clear()
+        self._reader = threading.Thread(target=self._read, name="midi-probe-reader", daemon=True)
+        self._reader.start()
+        return name
+
+    def _read(self) -> None:
+        inp = self._in
+        while not self._stop.is_set():
+            batch = []
+            while (item := inp.get_message()) is not None:
+                batch.append(item)
+            if batch:
+                # The last message arrived at most one poll interval ago; earlier ones are
+                # placed back from it by rtmidi's delta times (seconds since the previous one).
+                t = time.monotonic()
+                stamped = []
+                for message, delta in reversed(batch):
+                    stamped.append((t, message))
+                    t -= delta
+                with self._lock:
+                    self._messages.extend(reversed(stamped))
+            time.sleep(self.POLL_INTERVAL)
+
+    @property
+    def messages(self) -> list[TimedMessage]:
+        """A snapshot of everything received so far, oldest first."""
+        with self._lock:
+            return list(self._messages)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._messages.clear()
+
+    def wait_for(self, predicate: Callable[[list[TimedMessage]], object], timeout: float = 10.0) -> list[TimedMessage]:
+        """Poll until ``predicate(messages)`` is truthy; returns that snapshot of messages.
+
+        Raises AssertionError listing what was received if ``timeout`` passes first.
+        """
+        snapshot: list[TimedMessage] = []
+
+        def check():
+            snapshot[:] = self.messages
+            return bool(predicate(snapshot))
+
+        wait_until(check, timeout, 0.005, lambda: f"predicate on received messages; got {snapshot}")
+        return snapshot
+
+    def wait_for_count(self, count: int, timeout: float = 10.0) -> list[TimedMessage]:
+        """Wait until at least ``count`` messages have arrived."""
+        return self.wait_for(lambda messages: len(messages) >= count, timeout)
+
+    # closing
+    def close(self) -> None:
+        """Stop the reader and close both ports; idempotent."""
+        self._stop.set()
+        if self._reader is not None:
+            self._reader.join(5)
+            self._reader = None
+        for attr in ("_in", "_out"):
+            client = getattr(self, attr)
+            setattr(self, attr, None)
+            if client is not None:
+                try:
+                    client.close_port()
+                finally:
+                    client.delete()
+
+    def __enter__(self) -> MidiProbe:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --- reading what arrived ----------------------------------------------------------------------
+
+
+def _is_on(message: list[int]) -> bool:
+    return message[0] & 0xF0 == 0x90 and len(message) > 2 and message[2] > 0
+
+
+def _is_off(message: list[int]) -> bool:
+    kind = message[0] & 0xF0
+    return kind == 0x80 or (kind == 0x90 and len(message) > 2 and message[2] == 0)
+
+
+def note_ons(messages: list[TimedMessage], channel: int | None = None) -> list[TimedMessage]:
+    return [(t, m) for t, m in messages if _is_on(m) and (channel is None or m[0] & 0x0F == channel)]
+
+
+def note_offs(messages: list[TimedMessage], channel: int | None = None) -> list[TimedMessage]:
+    return [(t, m) for t, m in messages if _is_off(m) and (channel is None or m[0] & 0x0F == channel)]
+
+
+def unmatched(messages: list[TimedMessage], channel: int | None = None) -> dict[tuple[int, int], int]:
+    """(channel, pitch) -> note-ons not closed by a note-off, or by CC 123 on their channel."""
+    open_notes: dict[tuple[int, int], int] = {}
+    for _, m in messages:
+        ch = m[0] & 0x0F
+        if channel is not None and ch != channel:
+            continue
+        if _is_on(m):
+            open_notes[(ch, m[1])] = open_notes.get((ch, m[1]), 0) + 1
+        elif _is_off(m) and open_notes.get((ch, m[1])):
+            open_notes[(ch, m[1])] -= 1
+        elif m[0] & 0xF0 == 0xB0 and m[1] == 123:
+            for key in [k for k in open_notes if k[0] == ch]:
+                open_notes[key] = 0
+    return {k: v for k, v in open_notes.items() if v}
