@@ -127,6 +127,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from livegen.daemon import run_daemon
+
+    return run_daemon(args)
+
+
+def cmd_ports(args: argparse.Namespace) -> int:
+    from livegen.daemon import run_ports
+
+    return run_ports(args)
+
+
 def _not_yet(issue: str) -> Handler:
     def handler(args: argparse.Namespace) -> int:
         print(f"livegen {args.command}: not available yet ({issue}); see README.md", file=sys.stderr)
@@ -151,13 +163,18 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    add("run", _not_yet("the real-time daemon is being built"), "the real-time daemon: listen, answer in time")
+    p = add("run", cmd_run, "the real-time daemon: listen to a keyboard, answer in time")
+    _add_session_flags(p)
+    from livegen.daemon import add_run_arguments
+
+    add_run_arguments(p)
     p = add("demo", cmd_demo, "the engine end to end with a built-in player phrase; writes MIDI and WAV")
     _add_session_flags(p)
     p.add_argument("--out", default="livegen-demo", metavar="DIR", help="folder for demo.mid and demo.wav (default ./livegen-demo)")
     p.add_argument("--phrase", type=Path, metavar="FILE.mid", help="play this MIDI file instead of the built-in phrase")
     p.add_argument("--render", action=argparse.BooleanOptionalAction, default=True, help="render demo.wav with FluidSynth")
-    add("ports", _not_yet("arrives with the daemon"), "list MIDI input and output ports per API")
+    p = add("ports", cmd_ports, "list MIDI input and output ports per API")
+    p.add_argument("--json", action="store_true", help="print JSON")
     add("presets", _not_yet("arrives with presets and live control"), "list presets; `presets show NAME`")
 
     p = add("generate", cmd_generate, "continue a MIDI file offline")
@@ -183,8 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="PNG file to write")
     p.add_argument("--distributions", action="store_true", help="add pitch/step/duration/velocity histograms")
 
-    add("train", _not_yet("arrives with the training pipeline"), "train a model from MIDI folders and/or the music21 corpus")
-    add("eval", _not_yet("arrives with the training pipeline"), "metrics of models on held-out files")
+    from livegen.train.commands import add_eval_arguments, add_train_arguments, run_eval, run_train
+
+    add_train_arguments(add("train", run_train, "train a model from MIDI folders and/or the music21 corpus"))
+    add_eval_arguments(add("eval", run_eval, "metrics of models on held-out files (JSON with --json)"))
     add("bench", _not_yet("arrives with the benchmarks"), "latency, timing, inference and training benchmarks")
     return parser
 

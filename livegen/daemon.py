@@ -24,7 +24,7 @@ from livegen.engine.log import EventLog
 from livegen.engine.session import MODES, Session, SessionConfig
 from livegen.engine.source import QueueSource
 from livegen.errors import LivegenError
-from livegen.io.sinks import MultiSink, RecordingSink, Sink
+from livegen.io.sinks import MessageSink, MultiSink, RecordingSink, Sink
 from livegen.model.params import SamplingParams
 from livegen.notes import Note, Track, read_midi, write_midi
 
@@ -163,3 +163,108 @@ def wait_for_answer(session: Session, deadline: float) -> None:
         if session.phrases and session.worker.idle() and not session.scheduler.busy:
             return
         time.sleep(0.05)
+
+
+# --- run -------------------------------------------------------------------------------------
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    from livegen.io.ports import API_CHOICES, DEFAULT_CLIENT_NAME
+
+    parser.add_argument("--midi-api", choices=API_CHOICES, default="auto", help="MIDI backend (default auto: ALSA if present, else JACK)")
+    parser.add_argument("--client-name", default=DEFAULT_CLIENT_NAME, help="MIDI client name (default livegen)")
+    parser.add_argument("--input", metavar="PATTERN", help="listen to this existing port (exact name or substring) instead of a virtual port")
+    parser.add_argument("--output", metavar="PATTERN", help="play to this existing port (exact name or substring) instead of a virtual port")
+    parser.add_argument("--passthrough", action=argparse.BooleanOptionalAction, default=False,
+                        help="echo the player's notes to the MIDI output (default off: a DAW hears the keyboard itself)")
+    parser.add_argument("--synth-passthrough", action=argparse.BooleanOptionalAction, default=True,
+                        help="play the player's notes on the built-in synth too (default on)")
+    parser.add_argument("--record", metavar="FILE.mid", help="on exit, write the player and livegen to separate tracks of this file")
+    parser.add_argument("--status", action=argparse.BooleanOptionalAction, default=None,
+                        help="status line on stderr (default: when stderr is a terminal)")
+
+
+def run_daemon(args: argparse.Namespace) -> int:
+    """The daemon: open ports and synth, answer phrases until SIGINT/SIGTERM, then clean up."""
+    from livegen.io.ports import open_ports
+
+    os.environ.setdefault("JACK_NO_START_SERVER", "1")
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    status = sys.stderr.isatty() if args.status is None else args.status
+    say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731 - tiny local printer
+    try:
+        with ExitStack() as stack:
+            log = EventLog(args.log_json)
+            stack.callback(log.close)
+            predictor = load_predictor(args)
+            ports = open_ports(args.midi_api, args.client_name, args.input, args.output)
+            stack.callback(ports.close)
+            port_sink = MessageSink(ports.output.send)
+            outputs: list[Sink] = [port_sink]
+            passthrough: list[Sink] = [port_sink] if args.passthrough else []
+            synth = open_synth(args, args.client_name, log, say) if args.synth else None
+            if synth is not None:
+                stack.callback(synth.close)
+                outputs.append(synth)
+                if args.synth_passthrough:
+                    passthrough.append(synth)
+            recorder = RecordingSink() if args.record else None
+            sink = MultiSink(outputs + ([recorder] if recorder else []))
+            session = Session(ports.input, predictor, sink, session_config(args), passthrough=passthrough,
+                              recorder=recorder, log=log)
+            session.start()
+            try:
+                log({"event": "ready", "t": time.monotonic()})
+                print(f"ready: listening on {ports.input.name}, playing to {ports.output.name}"
+                      f"{' and the synth' if synth else ''}", flush=True)
+                watch(session, ports.input, log, stop, status)
+            finally:
+                session.stop()
+                for each in outputs:
+                    each.close()
+                if recorder is not None:
+                    recorder.close()
+                    write_midi(args.record, recorder.tracks())
+                    say(f"wrote {args.record}")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def watch(session: Session, port, log: EventLog, stop: threading.Event, status: bool) -> None:
+    """Until stop: keep the status line fresh and log input drops."""
+    dropped = 0
+    while not stop.wait(0.25):
+        if port.dropped != dropped:
+            log({"event": "dropped", "t": time.monotonic(), "messages": port.dropped - dropped})
+            dropped = port.dropped
+        if status:
+            lateness = session.scheduler.stats("note_on")
+            late = f"{lateness.median * 1000:.1f} ms median lateness" if lateness else "no notes yet"
+            line = f"[{session.state:9}] phrases {session.phrases} | notes {session.worker.notes_scheduled} | {late}"
+            print("\r" + line.ljust(72), end="", file=sys.stderr, flush=True)
+    if status:
+        print(file=sys.stderr)
+
+
+def run_ports(args: argparse.Namespace) -> int:
+    import json
+
+    from livegen.io.ports import compiled_apis, list_all_ports
+
+    errors: dict[str, str] = {}
+    found = list_all_ports(errors)
+    if args.json:
+        print(json.dumps({"apis": compiled_apis(), "ports": found, "unavailable": errors}, indent=2))
+        return 0
+    for api in compiled_apis():
+        if api in found:
+            print(f"{api}:")
+            for kind in ("inputs", "outputs"):
+                names = found[api][kind]
+                print(f"  {kind}: {', '.join(repr(n) for n in names) if names else '(none)'}")
+        else:
+            print(f"{api}: unavailable ({errors.get(api, 'unknown reason')})")
+    return 0

@@ -44,3 +44,23 @@ def melody(count: int = 16, start: float = 0.0, step: float = 0.25, base: int = 
 def write_primer(path: Path, notes: list[Note] | None = None) -> Path:
     write_midi(path, [Track("primer", notes or melody())])
     return path
+
+
+def quick_model(seed: int = 0, step: float = 0.12, duration: float = 0.1) -> NoteLSTM:
+    """A tiny model biased to answer with short steps and notes, so real-time tests are quick.
+
+    Still the real architecture end to end: only the output biases of the step and duration
+    heads are raised at the bins of ``step`` and ``duration`` seconds.
+    """
+    from livegen.model.tokens import Tokenizer
+
+    model = tiny_model(seed)
+    tokenizer = Tokenizer(model.config.tokens)
+    with torch.no_grad():
+        model.step_head[-1].bias[int(tokenizer.encode_step(step))] += 12.0
+        model.duration_head[-1].bias[int(tokenizer.encode_duration(duration))] += 12.0
+    return model
+
+
+def quick_model_dir(directory: Path, seed: int = 0) -> Path:
+    return save_model(quick_model(seed), directory)

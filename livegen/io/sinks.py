@@ -336,3 +336,14 @@ class RecordingSink(Sink):
         if opened is not None:
             start, velocity = opened
             self._tracks[self.ai_track].notes.append(Note(pitch, start, max(now, start), velocity))
+
+
+class MessageSink(Sink):
+    """Raw MIDI bytes to any ``send(message)`` callable: a MIDI output port, for one."""
+
+    def __init__(self, send: Callable[[list[int]], None]) -> None:
+        super().__init__()
+        self._deliver = send
+
+    def _send(self, message: list[int]) -> None:
+        self._deliver(message)

@@ -1,0 +1,165 @@
+"""`livegen run` as a real process on real JACK ports (dummy driver), played by a test client.
+
+Timing bounds are generous for a noisy 2-core machine, except where the contract names one
+(barge-in within 20 ms, shutdown within 2 s); precise latency figures are `livegen bench`'s job.
+"""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pretty_midi
+import pytest
+
+from factories import quick_model_dir
+from midi_probe import note_offs, note_ons, port_matcher, unmatched, wait_until
+
+GAP = 0.25
+
+
+def wait(condition, timeout=10.0) -> bool:
+    try:
+        wait_until(condition, timeout)
+        return True
+    except AssertionError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return quick_model_dir(tmp_path_factory.mktemp("model") / "quick")
+
+
+class Daemon:
+    def __init__(self, server, probe, model_dir, tmp_path, *extra):
+        self.log_path = tmp_path / "events.jsonl"
+        self.record_path = tmp_path / "jam.mid"
+        args = [sys.executable, "-m", "livegen", "run", "--model", str(model_dir), "--midi-api", "jack",
+                "--no-synth", "--gap-ms", str(GAP * 1000), "--seed", "1", "--log-json", str(self.log_path),
+                "--record", str(self.record_path), *extra]
+        self.process = subprocess.Popen(args, env=server.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline()
+        if not line.startswith("ready"):
+            self.process.kill()
+            raise AssertionError(f"no ready line: {line!r} {self.process.stderr.read()}")
+        self.probe = probe
+        probe.play_into(port_matcher("livegen", "in"))
+        probe.listen_to(port_matcher("livegen", "out"))
+        time.sleep(0.1)  # let JACK settle the connections
+
+    def events(self, kind=None):
+        records = [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
+        return [r for r in records if kind is None or r["event"] == kind]
+
+    def stop(self, sig=signal.SIGTERM):
+        started = time.monotonic()
+        self.process.send_signal(sig)
+        code = self.process.wait(10)
+        return code, time.monotonic() - started
+
+    def close(self):
+        self.probe.close()  # first: never tear a client down while its peer vanishes
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture
+def daemon(jack_server, midi_probe, model_dir, tmp_path):
+    made = []
+
+    def start(*extra):
+        made.append(Daemon(jack_server, midi_probe, model_dir, tmp_path, *extra))
+        return made[-1]
+
+    yield start
+    for each in made:
+        each.close()
+
+
+def test_a_phrase_gets_an_answer_of_the_requested_length_after_the_gap(daemon):
+    d = daemon("--length", "8", "--max-seconds", "30")
+    released = d.probe.play([60, 62, 64, 65, 67])
+    assert wait(lambda: len(note_ons(d.probe.messages)) == 8 and not unmatched(d.probe.messages), timeout=20)
+    first_arrival = note_ons(d.probe.messages)[0][0]
+    assert first_arrival >= released + GAP - 0.01  # not before the gap has passed
+    assert first_arrival <= released + GAP + 0.25
+    time.sleep(0.3)
+    assert len(note_ons(d.probe.messages)) == 8  # exactly the requested length
+    assert d.stop()[0] == 0
+    trigger = d.events("trigger")
+    assert len(trigger) == 1 and trigger[0]["notes"] == 5
+    ons = d.events("note_on")
+    assert len(ons) == 8 and ons[0]["intended"] == pytest.approx(trigger[0]["t"])
+    assert d.events("ready")
+
+
+def test_sustain_pedal_delays_the_answer_but_active_sensing_and_clock_do_not(daemon):
+    d = daemon("--length", "3")
+    d.probe.send([0xB0, 64, 127])
+    d.probe.play([60, 64])
+    time.sleep(GAP * 2.5)
+    assert note_ons(d.probe.messages) == []  # pedal still down: no answer
+    lifted = d.probe.send([0xB0, 64, 0])
+    assert wait(lambda: len(note_ons(d.probe.messages)) == 3, timeout=10)
+    assert note_ons(d.probe.messages)[0][0] >= lifted + GAP - 0.01
+
+    released = d.probe.play([67])
+    for _ in range(int(GAP / 0.01)):  # sensing and clock all through the gap
+        d.probe.send([0xFE])
+        d.probe.send([0xF8])
+        time.sleep(0.01)
+    assert wait(lambda: len(note_ons(d.probe.messages)) == 6, timeout=10)
+    assert note_ons(d.probe.messages)[3][0] <= released + GAP + 0.25
+
+
+def test_barge_in_closes_every_answer_note_within_20_ms(daemon):
+    d = daemon("--length", "200", "--max-seconds", "60")
+    d.probe.play([60, 62])
+    assert wait(lambda: len(note_ons(d.probe.messages)) >= 4, timeout=10)
+    pressed = d.probe.send([0x90, 72, 100])
+    assert wait(lambda: not unmatched(d.probe.messages, channel=0), timeout=2)
+    closed_at = max(t for t, _ in note_offs(d.probe.messages, channel=0))
+    assert closed_at - pressed <= 0.020
+    time.sleep(0.3)
+    assert not [t for t, _ in note_ons(d.probe.messages, channel=0) if t > pressed + 0.005]  # and it stays quiet
+    d.probe.send([0x80, 72, 0])
+    assert d.stop()[0] == 0
+    assert d.events("barge_in")
+
+
+def test_sigterm_mid_answer_closes_everything_and_writes_the_recording(daemon):
+    d = daemon("--length", "200", "--max-seconds", "60")
+    d.probe.play([60, 64, 67])
+    assert wait(lambda: len(note_ons(d.probe.messages)) >= 3, timeout=10)
+    code, took = d.stop(signal.SIGTERM)
+    assert code == 0 and took < 2.0
+    time.sleep(0.1)
+    assert not unmatched(d.probe.messages)
+    assert [0xB0, 123, 0] in [m for _, m in d.probe.messages]
+    midi = pretty_midi.PrettyMIDI(str(d.record_path))
+    tracks = {inst.name: inst for inst in midi.instruments}
+    assert [n.pitch for n in tracks["human"].notes] == [60, 64, 67]
+    assert len(tracks["livegen"].notes) >= 3
+
+
+def test_sigint_before_any_phrase_exits_cleanly(daemon):
+    d = daemon()
+    code, took = d.stop(signal.SIGINT)
+    assert code == 0 and took < 2.0
+
+
+def test_unknown_port_name_lists_the_ports_that_exist(jack_server, model_dir):
+    result = subprocess.run(
+        [sys.executable, "-m", "livegen", "run", "--model", str(model_dir), "--midi-api", "jack", "--no-synth",
+         "--input", "Keystation 88"], env=jack_server.env, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert "no MIDI input port matches 'Keystation 88'" in result.stderr
+    assert "Traceback" not in result.stderr
