@@ -41,3 +41,7 @@ class PortNotFoundError(LivegenError, OSError):
 
 class PresetError(LivegenError, ValueError):
     """A preset file with an unknown key, a wrong type or a value out of range."""
+
+
+class TrainingDataError(LivegenError, ValueError):
+    """Training or evaluation data that matches no files or yields no usable pieces."""

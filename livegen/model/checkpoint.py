@@ -20,6 +20,7 @@ from livegen import __version__
 from livegen.errors import ModelError
 from livegen.model.device import resolve_device
 from livegen.model.lstm import ARCH as NOTE_LSTM, NoteLSTM, NoteLSTMConfig
+from livegen.model.seed_baseline import ARCH as SEED_LSTM, SeedLSTM, SeedLSTMConfig
 
 FORMAT = "livegen-model"
 FORMAT_VERSION = 1
@@ -28,7 +29,10 @@ CONFIG_FILE = "config.json"
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 # arch name -> (config class, module class); later architectures register here.
-ARCHITECTURES: dict[str, tuple[type, type[nn.Module]]] = {NOTE_LSTM: (NoteLSTMConfig, NoteLSTM)}
+ARCHITECTURES: dict[str, tuple[type, type[nn.Module]]] = {
+    NOTE_LSTM: (NoteLSTMConfig, NoteLSTM),
+    SEED_LSTM: (SeedLSTMConfig, SeedLSTM),  # the seed recipe, a baseline
+}
 
 
 def default_model_dir() -> Path:

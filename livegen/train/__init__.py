@@ -1,0 +1,4 @@
+"""Training and evaluation: ingest MIDI and scores, augment, train (DDP-ready), evaluate.
+
+Modules import one way: data, augment, metrics (numpy only) <- loop, evaluate (torch) <- commands.
+"""
