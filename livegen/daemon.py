@@ -44,8 +44,18 @@ def add_session_arguments(parser: argparse.ArgumentParser, number: Callable, pit
     parser.add_argument("--max-seconds", type=number(float, 0.5, 600.0), default=20.0, help="longest response in seconds (default 20)")
     parser.add_argument("--gap-ms", type=number(float, 20.0, 10_000.0), default=500.0, help="silence that ends a phrase (default 500)")
     parser.add_argument("--pitch-range", type=pitch_range, default=(21, 108), metavar="LOW-HIGH", help="pitches the answer may use (default 21-108)")
-    parser.add_argument("--mode", choices=[m for m in MODES if m != "mirror"], default="call-response",
-                        help="call-response (stop when the player comes back in) or overlap")
+    parser.add_argument("--mode", choices=MODES, default="call-response",
+                        help="call-response (stop when the player comes back in), overlap (keep playing), "
+                             "mirror (answer with a Markov model learned from this session's playing)")
+    parser.add_argument("--min-notes", type=number(int, 1, 1000), default=1, help="notes a phrase needs before it is answered (default 1)")
+    parser.add_argument("--max-listen", type=number(float, 0.0, 3600.0), default=30.0, metavar="SECONDS",
+                        help="answer after this long even if the player keeps going; 0 = never (default 30)")
+    parser.add_argument("--end-call-cc", type=_end_call_controller(number(int, 0, 127)), metavar="CC",
+                        help="a controller (e.g. a footswitch) whose press ends the phrase at once")
+    parser.add_argument("--adaptive-gap", action="store_true",
+                        help="scale the gap to the player's own inter-onset intervals (between gap/2 and 2*gap)")
+    parser.add_argument("--listen-channel", type=number(int, 1, 16), action="append", metavar="N",
+                        help="only listen to this MIDI channel (repeat for several; default all)")
     parser.add_argument("--channel", type=number(int, 1, 16), default=1, help="MIDI channel of the answer, 1-16 (default 1)")
     parser.add_argument("--program", type=number(int, 0, 127), default=0, help="GM program of the answer (default 0, piano)")
     parser.add_argument("--seed", type=int, help="random seed for reproducible answers")
@@ -53,6 +63,16 @@ def add_session_arguments(parser: argparse.ArgumentParser, number: Callable, pit
     parser.add_argument("--soundfont", help="SoundFont for the synth (default: $LIVEGEN_SOUNDFONT, then system GM fonts)")
     parser.add_argument("--audio-driver", default="auto", help="FluidSynth audio driver: auto, jack, pipewire, pulseaudio, alsa, coreaudio...")
     parser.add_argument("--log-json", metavar="FILE", help="write JSON-lines events (ready, trigger, note_on, note_off, error)")
+
+
+def _end_call_controller(parse: Callable[[str], int]) -> Callable[[str], int]:
+    def check(text: str) -> int:
+        value = parse(text)
+        if value == mb.CC_SUSTAIN:
+            raise argparse.ArgumentTypeError("64 is the sustain pedal, which holds phrases open; pick another controller")
+        return value
+
+    return check
 
 
 def session_config(args: argparse.Namespace, passthrough_channel: int = 1) -> SessionConfig:
@@ -66,11 +86,23 @@ def session_config(args: argparse.Namespace, passthrough_channel: int = 1) -> Se
         channel=args.channel - 1,
         program=args.program,
         human_channel=passthrough_channel,
+        input_channels=frozenset(c - 1 for c in args.listen_channel) if args.listen_channel else None,
+        min_notes=args.min_notes,
+        max_listen_s=args.max_listen or None,
+        end_call_cc=args.end_call_cc,
+        adaptive_gap=args.adaptive_gap,
     )
 
 
 def load_predictor(args: argparse.Namespace):
-    """The model's streaming predictor (torch is imported here, not at CLI start)."""
+    """The model's streaming predictor (torch is imported here, not at CLI start).
+
+    Mirror mode needs no model file: it learns from the player as the session goes.
+    """
+    if args.mode == "mirror":
+        from livegen.model.mirror import MirrorPredictor
+
+        return MirrorPredictor(seed=args.seed)
     from livegen.model.checkpoint import load_model
     from livegen.model.stream import NoteStream
 

@@ -163,3 +163,11 @@ def test_unknown_port_name_lists_the_ports_that_exist(jack_server, model_dir):
     assert result.returncode == 2
     assert "no MIDI input port matches 'Keystation 88'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_mirror_mode_answers_with_the_players_own_material(daemon):
+    d = daemon("--mode", "mirror", "--length", "6")
+    line = [60, 62, 64, 60, 62, 64, 67, 65]
+    d.probe.play(line, hold=0.05, rest=0.01)
+    assert wait(lambda: len(note_ons(d.probe.messages)) == 6 and not unmatched(d.probe.messages), timeout=10)
+    assert {m[1] for _, m in note_ons(d.probe.messages)} <= set(line)

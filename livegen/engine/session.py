@@ -166,6 +166,9 @@ class Session:
                 item = self.source.get(timeout=timeout)
                 while item is not None:
                     t, message = item
+                    end = self.phrase.poll(t)  # a phrase end due before this message came first
+                    if end is not None:
+                        self._on_phrase_end(end, self.clock())
                     for event in self.assembler.feed(message, t):
                         self._handle(event, t)
                     item = self.source.get(timeout=0)
@@ -216,7 +219,7 @@ class Session:
     def _on_phrase_end(self, end: PhraseEnd, now: float) -> None:
         self.phrases += 1
         self._log({"event": "trigger", "t": end.t, "notes": end.notes, "reason": end.reason})
-        if end.notes < self.config.min_notes:  # an end-call with nothing played
+        if end.notes == 0:  # an end-call with nothing played: nothing to answer
             self._drop_speculation()
             return
         if self._playing is not None and self.config.mode == "overlap":

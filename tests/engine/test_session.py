@@ -182,3 +182,34 @@ def test_stop_closes_every_note_sends_cc_123_and_records_both_sides():
     assert [n.pitch for n in tracks["human"].notes] == [60, 64, 50]
     assert len(tracks["livegen"].notes) >= 3
     assert not session.scheduler_thread.is_alive()
+
+
+def test_mirror_mode_answers_with_what_the_player_played():
+    from livegen.model.mirror import MirrorPredictor
+
+    source, sink = QueueSource(), MemorySink()
+    line = [60, 62, 64, 67, 64, 62] * 3
+    config = SessionConfig(gap_s=0.15, length=12, mode="mirror", max_seconds=60)
+    with Session(source, MirrorPredictor(seed=4), sink, config) as session:
+        play(source, line, hold=0.03, rest=0.01)
+        assert wait_until(lambda: len([e for e in ons(sink) if e[1] == 0]) == 12, timeout=10)
+        answer = [e[2] for e in ons(sink) if e[1] == 0]
+        assert set(answer) <= set(line)
+        # the answer did not teach the model: it only counts the player's notes
+        assert session.worker._predictor.model.notes_seen == len(line)
+
+
+def test_end_call_controller_answers_at_once_and_min_notes_holds_the_gap():
+    source, sink, log = QueueSource(), MemorySink(), []
+    config = SessionConfig(gap_s=0.15, length=2, end_call_cc=67, min_notes=3)
+    with Session(source, ScriptedPredictor(), sink, config, log=log.append):
+        source.put(mb.control_change(0, 67, 127))  # nothing played yet: nothing to answer
+        source.put(mb.control_change(0, 67, 0))
+        play(source, [60, 62])
+        time.sleep(0.4)  # the gap passed, but two notes are fewer than min_notes
+        assert ons(sink) == []
+        pressed = time.monotonic()
+        source.put(mb.control_change(0, 67, 127))  # the player's explicit call wins
+        assert wait_until(lambda: len(ons(sink)) == 2)
+    trigger = [r for r in log if r["event"] == "trigger" and r["notes"] == 2][0]
+    assert trigger["reason"] == "end_call" and trigger["t"] == pytest.approx(pressed, abs=0.05)
