@@ -9,6 +9,7 @@ recording is written.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import signal
 import sys
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from livegen import midi_bytes as mb
+from livegen import presets
+from livegen.engine.control import LEARNABLE, ControlMap
 from livegen.engine.log import EventLog
 from livegen.engine.session import MODES, Session, SessionConfig
 from livegen.engine.source import QueueSource
@@ -27,6 +30,7 @@ from livegen.errors import LivegenError
 from livegen.io.sinks import MessageSink, MultiSink, RecordingSink, Sink
 from livegen.model.params import SamplingParams
 from livegen.notes import Note, Track, read_midi, write_midi
+from livegen.presets import QUANTIZE, Preset
 
 DEMO_PHRASE = "demo_phrase.mid"
 
@@ -35,34 +39,43 @@ DEMO_PHRASE = "demo_phrase.mid"
 
 
 def add_session_arguments(parser: argparse.ArgumentParser, number: Callable, pitch_range: Callable) -> None:
-    """Flags shared by run and demo (DESIGN.md's contract names)."""
-    parser.add_argument("--model", metavar="PATH", help="model folder (default: models/default)")
+    """Flags shared by run and demo (DESIGN.md's contract names).
+
+    Settings flags default to None, meaning "the preset's value"; the built-in defaults live in
+    livegen.presets (the same numbers as the help texts say).
+    """
+    parser.add_argument("--preset", metavar="NAME|PATH", help="preset by name (see `livegen presets`) or TOML file; flags override it")
+    parser.add_argument("--model", metavar="PATH", help="model folder (default: the preset's, else models/default)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N, mps")
-    parser.add_argument("--temperature", type=number(float, 0.0, 10.0), default=1.0, help="sampling temperature (default 1.0)")
-    parser.add_argument("--top-p", type=number(float, 0.01, 1.0), default=1.0, help="nucleus sampling mass (default 1.0 = off)")
-    parser.add_argument("--length", type=number(int, 1, 4096), default=32, help="notes in a response (default 32)")
-    parser.add_argument("--max-seconds", type=number(float, 0.5, 600.0), default=20.0, help="longest response in seconds (default 20)")
-    parser.add_argument("--gap-ms", type=number(float, 20.0, 10_000.0), default=500.0, help="silence that ends a phrase (default 500)")
-    parser.add_argument("--pitch-range", type=pitch_range, default=(21, 108), metavar="LOW-HIGH", help="pitches the answer may use (default 21-108)")
-    parser.add_argument("--mode", choices=MODES, default="call-response",
-                        help="call-response (stop when the player comes back in), overlap (keep playing), "
+    parser.add_argument("--temperature", type=number(float, 0.0, 10.0), help="sampling temperature (default 1.0)")
+    parser.add_argument("--top-p", type=number(float, 0.01, 1.0), help="nucleus sampling mass (default 1.0 = off)")
+    parser.add_argument("--length", type=number(int, 1, 4096), help="notes in a response (default 32)")
+    parser.add_argument("--max-seconds", type=number(float, 0.5, 600.0), help="longest response in seconds (default 20)")
+    parser.add_argument("--gap-ms", type=number(float, 20.0, 10_000.0), help="silence that ends a phrase (default 500)")
+    parser.add_argument("--gap-beats", type=number(float, 0.0, 64.0), metavar="BEATS",
+                        help="phrase gap in beats whenever a tempo is known (MIDI clock or the phrase); 0 = use --gap-ms")
+    parser.add_argument("--quantize", choices=QUANTIZE,
+                        help="snap answer onsets to this grid of the MIDI clock (else of the phrase's tempo); default off")
+    parser.add_argument("--pitch-range", type=pitch_range, metavar="LOW-HIGH", help="pitches the answer may use (default 21-108)")
+    parser.add_argument("--mode", choices=MODES,
+                        help="call-response (stop when the player comes back in; default), overlap (keep playing), "
                              "mirror (answer with a Markov model learned from this session's playing)")
-    parser.add_argument("--min-notes", type=number(int, 1, 1000), default=1, help="notes a phrase needs before it is answered (default 1)")
-    parser.add_argument("--max-listen", type=number(float, 0.0, 3600.0), default=30.0, metavar="SECONDS",
+    parser.add_argument("--min-notes", type=number(int, 1, 1000), help="notes a phrase needs before it is answered (default 1)")
+    parser.add_argument("--max-listen", type=number(float, 0.0, 3600.0), metavar="SECONDS",
                         help="answer after this long even if the player keeps going; 0 = never (default 30)")
     parser.add_argument("--end-call-cc", type=_end_call_controller(number(int, 0, 127)), metavar="CC",
                         help="a controller (e.g. a footswitch) whose press ends the phrase at once")
-    parser.add_argument("--adaptive-gap", action="store_true",
+    parser.add_argument("--adaptive-gap", action=argparse.BooleanOptionalAction, default=None,
                         help="scale the gap to the player's own inter-onset intervals (between gap/2 and 2*gap)")
     parser.add_argument("--listen-channel", type=number(int, 1, 16), action="append", metavar="N",
                         help="only listen to this MIDI channel (repeat for several; default all)")
-    parser.add_argument("--channel", type=number(int, 1, 16), default=1, help="MIDI channel of the answer, 1-16 (default 1)")
-    parser.add_argument("--program", type=number(int, 0, 127), default=0, help="GM program of the answer (default 0, piano)")
+    parser.add_argument("--channel", type=number(int, 1, 16), help="MIDI channel of the answer, 1-16 (default 1)")
+    parser.add_argument("--program", type=number(int, 0, 127), help="GM program of the answer (default 0, piano)")
     parser.add_argument("--seed", type=int, help="random seed for reproducible answers")
-    parser.add_argument("--synth", action=argparse.BooleanOptionalAction, default=True, help="play through the built-in FluidSynth synth")
+    parser.add_argument("--synth", action=argparse.BooleanOptionalAction, default=None, help="play through the built-in FluidSynth synth (default on)")
     parser.add_argument("--soundfont", help="SoundFont for the synth (default: $LIVEGEN_SOUNDFONT, then system GM fonts)")
     parser.add_argument("--audio-driver", default="auto", help="FluidSynth audio driver: auto, jack, pipewire, pulseaudio, alsa, coreaudio...")
-    parser.add_argument("--log-json", metavar="FILE", help="write JSON-lines events (ready, trigger, note_on, note_off, error)")
+    parser.add_argument("--log-json", metavar="FILE", help="write JSON-lines events (ready, trigger, respond, control, note_on, note_off, error)")
 
 
 def _end_call_controller(parse: Callable[[str], int]) -> Callable[[str], int]:
@@ -75,38 +88,92 @@ def _end_call_controller(parse: Callable[[str], int]) -> Callable[[str], int]:
     return check
 
 
-def session_config(args: argparse.Namespace, passthrough_channel: int = 1) -> SessionConfig:
-    low, high = args.pitch_range
-    return SessionConfig(
-        gap_s=args.gap_ms / 1000.0,
-        length=args.length,
-        max_seconds=args.max_seconds,
-        sampling=SamplingParams(args.temperature, args.top_p, low, high),
-        mode=args.mode,
-        channel=args.channel - 1,
-        program=args.program,
-        human_channel=passthrough_channel,
-        input_channels=frozenset(c - 1 for c in args.listen_channel) if args.listen_channel else None,
-        min_notes=args.min_notes,
-        max_listen_s=args.max_listen or None,
-        end_call_cc=args.end_call_cc,
-        adaptive_gap=args.adaptive_gap,
+_OVERRIDES = {  # flag attribute -> (preset section or None, key)
+    "model": (None, "model"), "mode": (None, "mode"),
+    "temperature": ("sampling", "temperature"), "top_p": ("sampling", "top_p"),
+    "length": ("response", "length"), "max_seconds": ("response", "max_seconds"), "quantize": ("response", "quantize"),
+    "gap_ms": ("listen", "gap_ms"), "gap_beats": ("listen", "gap_beats"), "min_notes": ("listen", "min_notes"),
+    "max_listen": ("listen", "max_listen"), "adaptive_gap": ("listen", "adaptive_gap"),
+    "channel": ("output", "channel"), "program": ("output", "program"), "synth": ("output", "synth"),
+    "passthrough": ("output", "passthrough"), "synth_passthrough": ("output", "synth_passthrough"),
+    "end_call_cc": ("controls", "end_call"),
+}
+
+
+def resolve_preset(args: argparse.Namespace) -> Preset:
+    """The preset named by --preset (built-in defaults without it) with every given flag on top."""
+    preset = presets.load(getattr(args, "preset", None))
+    return apply_flags(preset, args)
+
+
+def apply_flags(preset: Preset, args: argparse.Namespace) -> Preset:
+    preset = copy.deepcopy(preset)
+    for attr, (section, key) in _OVERRIDES.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            setattr(getattr(preset, section) if section else preset, key, value)
+    if getattr(args, "pitch_range", None) is not None:
+        preset.sampling.pitch_low, preset.sampling.pitch_high = args.pitch_range
+    if getattr(args, "listen_channel", None):
+        preset.listen.channels = list(args.listen_channel)
+    return preset
+
+
+def control_map(preset: Preset) -> ControlMap:
+    c = preset.controls
+    return ControlMap(
+        channel=c.channel - 1 if c.channel else None,
+        temperature=preset.cc("temperature"), length=preset.cc("length"), gap=preset.cc("gap"),
+        mode=preset.cc("mode"), panic=preset.cc("panic"), end_call=preset.cc("end_call"), mute=preset.cc("mute"),
+        state_out=preset.cc("state_out"),
+        temperature_range=(c.temperature_min, c.temperature_max), length_range=(c.length_min, c.length_max),
+        gap_range_s=(c.gap_min_ms / 1000.0, c.gap_max_ms / 1000.0),
     )
 
 
-def load_predictor(args: argparse.Namespace):
+def session_config(preset: Preset, passthrough_channel: int = 1) -> SessionConfig:
+    s, r, li, o = preset.sampling, preset.response, preset.listen, preset.output
+    return SessionConfig(
+        gap_s=li.gap_ms / 1000.0,
+        length=r.length,
+        max_seconds=r.max_seconds,
+        sampling=SamplingParams(s.temperature, s.top_p, s.pitch_low, s.pitch_high),
+        mode=preset.mode,
+        channel=o.channel - 1,
+        program=o.program,
+        human_channel=passthrough_channel,
+        input_channels=frozenset(c - 1 for c in li.channels) if li.channels else None,
+        min_notes=li.min_notes,
+        max_listen_s=li.max_listen or None,
+        end_call_cc=preset.cc("end_call"),
+        adaptive_gap=li.adaptive_gap,
+        velocity_scale=r.velocity_scale,
+        latency_s=r.latency_ms / 1000.0,
+        quantize=r.quantize,
+        gap_beats=li.gap_beats,
+        controls=control_map(preset),
+        name=preset.name,
+    )
+
+
+def switch_configs(preset: Preset, args: argparse.Namespace, passthrough_channel: int = 1) -> list[SessionConfig]:
+    """Program change 0, 1, 2...: the preset's switch list, each with the session's flags on top."""
+    return [session_config(apply_flags(each, args), passthrough_channel) for each in presets.load_switch_list(preset)]
+
+
+def load_predictor(args: argparse.Namespace, preset: Preset):
     """The model's streaming predictor (torch is imported here, not at CLI start).
 
     Mirror mode needs no model file: it learns from the player as the session goes.
     """
-    if args.mode == "mirror":
+    if preset.mode == "mirror":
         from livegen.model.mirror import MirrorPredictor
 
         return MirrorPredictor(seed=args.seed)
     from livegen.model.checkpoint import load_model
     from livegen.model.stream import NoteStream
 
-    model = load_model(args.model, device=args.device)
+    model = load_model(preset.model or None, device=args.device)
     predictor = NoteStream(model, seed=args.seed)
     predictor.warm_up()
     return predictor
@@ -155,24 +222,26 @@ def run_demo(args: argparse.Namespace) -> int:
     say = lambda text: print(text, flush=True)  # noqa: E731 - tiny local printer
     phrase = read_midi(args.phrase) if args.phrase else demo_phrase()
     with ExitStack() as stack:
+        preset = resolve_preset(args)
+        config = session_config(preset)
         log = EventLog(args.log_json)
         stack.callback(log.close)
-        predictor = load_predictor(args)
+        predictor = load_predictor(args, preset)
         recorder = RecordingSink()
         sinks: list[Sink] = [recorder]
-        synth = open_synth(args, "livegen-demo", log, say) if args.synth else None
+        synth = open_synth(args, "livegen-demo", log, say) if preset.output.synth else None
         if synth is not None:
             sinks.append(synth)
             stack.callback(synth.close)
         source = QueueSource()
-        session = Session(source, predictor, MultiSink(sinks), session_config(args), passthrough=[synth] if synth else [],
+        session = Session(source, predictor, MultiSink(sinks), config, passthrough=[synth] if synth else [],
                           recorder=recorder, log=log)
         session.start()
         log({"event": "ready", "t": time.monotonic()})
         say(f"ready: playing the demo phrase ({len(phrase)} notes), then livegen answers")
         try:
             last_release = play_into(source, phrase)
-            wait_for_answer(session, last_release + args.gap_ms / 1000.0 + args.max_seconds + 5.0)
+            wait_for_answer(session, last_release + config.gap_s + config.max_seconds + 5.0)
         finally:
             session.stop()
             recorder.close()
@@ -207,13 +276,18 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--client-name", default=DEFAULT_CLIENT_NAME, help="MIDI client name (default livegen)")
     parser.add_argument("--input", metavar="PATTERN", help="listen to this existing port (exact name or substring) instead of a virtual port")
     parser.add_argument("--output", metavar="PATTERN", help="play to this existing port (exact name or substring) instead of a virtual port")
-    parser.add_argument("--passthrough", action=argparse.BooleanOptionalAction, default=False,
+    parser.add_argument("--passthrough", action=argparse.BooleanOptionalAction, default=None,
                         help="echo the player's notes to the MIDI output (default off: a DAW hears the keyboard itself)")
-    parser.add_argument("--synth-passthrough", action=argparse.BooleanOptionalAction, default=True,
+    parser.add_argument("--synth-passthrough", action=argparse.BooleanOptionalAction, default=None,
                         help="play the player's notes on the built-in synth too (default on)")
     parser.add_argument("--record", metavar="FILE.mid", help="on exit, write the player and livegen to separate tracks of this file")
     parser.add_argument("--status", action=argparse.BooleanOptionalAction, default=None,
                         help="status line on stderr (default: when stderr is a terminal)")
+    parser.add_argument("--learn", action="store_true",
+                        help="MIDI learn: move each control when asked, the bindings are written to the preset file "
+                             "(a path given to --preset, else the user preset folder)")
+    parser.add_argument("--learn-timeout", type=float, default=10.0, metavar="SECONDS",
+                        help="how long --learn waits for each control before keeping its old binding (default 10)")
 
 
 def run_daemon(args: argparse.Namespace) -> int:
@@ -227,24 +301,34 @@ def run_daemon(args: argparse.Namespace) -> int:
     say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731 - tiny local printer
     try:
         with ExitStack() as stack:
+            loaded = presets.load(args.preset)
+            preset = apply_flags(loaded, args)
+            switch = switch_configs(preset, args)
             log = EventLog(args.log_json)
             stack.callback(log.close)
-            predictor = load_predictor(args)
+            predictor = load_predictor(args, preset)
             ports = open_ports(args.midi_api, args.client_name, args.input, args.output)
             stack.callback(ports.close)
+            if args.learn:
+                learned = learn_controls(ports.input, loaded, args.learn_timeout, say, stop)
+                target = Path(args.preset).expanduser() if args.preset and presets.is_path(args.preset) \
+                    else presets.user_dir() / f"{loaded.name}.toml"
+                say(f"learn: wrote the bindings to {presets.save(learned, target)}")
+                preset.controls = copy.deepcopy(learned.controls)
+            config = session_config(preset)
             port_sink = MessageSink(ports.output.send)
             outputs: list[Sink] = [port_sink]
-            passthrough: list[Sink] = [port_sink] if args.passthrough else []
-            synth = open_synth(args, args.client_name, log, say) if args.synth else None
+            passthrough: list[Sink] = [port_sink] if preset.output.passthrough else []
+            synth = open_synth(args, args.client_name, log, say) if preset.output.synth else None
             if synth is not None:
                 stack.callback(synth.close)
                 outputs.append(synth)
-                if args.synth_passthrough:
+                if preset.output.synth_passthrough:
                     passthrough.append(synth)
             recorder = RecordingSink() if args.record else None
             sink = MultiSink(outputs + ([recorder] if recorder else []))
-            session = Session(ports.input, predictor, sink, session_config(args), passthrough=passthrough,
-                              recorder=recorder, log=log)
+            session = Session(ports.input, predictor, sink, config, passthrough=passthrough,
+                              recorder=recorder, log=log, switch=switch)
             session.start()
             try:
                 log({"event": "ready", "t": time.monotonic()})
@@ -263,6 +347,39 @@ def run_daemon(args: argparse.Namespace) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0
+
+
+def learn_controls(port, preset: Preset, timeout: float, say: Callable[[str], None], stop: threading.Event) -> Preset:
+    """MIDI learn: for each control, prompt, bind the next CC moved (a CC already bound, or the
+    sustain pedal, is skipped); after ``timeout`` seconds without one the old binding stays."""
+    learned = copy.deepcopy(preset)
+    taken: set[int] = set()
+    while port.get(timeout=0) is not None:  # forget what came before the first prompt
+        pass
+    for name in LEARNABLE:
+        old = getattr(learned.controls, name)
+        say(f"learn: move the control for {name}... (now {'CC ' + str(old) if old >= 0 else 'unbound'}; "
+            f"{timeout:g} s to keep it)")
+        deadline = time.monotonic() + timeout
+        while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            item = port.get(timeout=min(left, 0.1))
+            if item is None:
+                continue
+            message = item[1]
+            if len(message) == 3 and message[0] & 0xF0 == mb.CONTROL_CHANGE and message[1] not in taken \
+                    and message[1] != mb.CC_SUSTAIN:
+                setattr(learned.controls, name, message[1])
+                say(f"learn: {name} = CC {message[1]}")
+                break
+        else:
+            say(f"learn: {name} kept ({'CC ' + str(old) if old >= 0 else 'unbound'})")
+        value = getattr(learned.controls, name)
+        if value >= 0:
+            taken.add(value)
+        for other in LEARNABLE:  # a CC moved to this control leaves the one it had
+            if other != name and getattr(learned.controls, other) == value and value >= 0:
+                setattr(learned.controls, other, -1)
+    return learned
 
 
 def watch(session: Session, port, log: EventLog, stop: threading.Event, status: bool) -> None:

@@ -94,6 +94,13 @@ class PhraseDetector:
         self._onsets: list[float] = []
         self._last_release: float | None = None
         self._end_call_at: float | None = None
+        self.last_onsets: list[float] = []
+        """Onsets of the phrase that ended last (its tempo, once the detector has reset)."""
+
+    @property
+    def onsets(self) -> list[float]:
+        """Onset times of the current phrase (a copy)."""
+        return list(self._onsets)
 
     @property
     def notes(self) -> int:
@@ -155,6 +162,8 @@ class PhraseDetector:
 
     def reset(self) -> None:
         """Start a new phrase; keys and pedals still held stay known as held."""
+        if self._onsets:
+            self.last_onsets = list(self._onsets)
         self._onsets.clear()
         self._last_release = None
         self._end_call_at = None

@@ -16,16 +16,31 @@ nothing sounding.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Iterable, Protocol, Sequence
 
-from livegen.engine.assembler import Event, NoteAssembler, NoteCompleted, NoteStarted
+from livegen import midi_bytes as mb
+from livegen.engine.assembler import (
+    ClockContinue,
+    ClockStart,
+    ClockStop,
+    ClockTick,
+    ControlChanged,
+    Event,
+    NoteAssembler,
+    NoteCompleted,
+    NoteStarted,
+    ProgramChanged,
+)
 from livegen.engine.clock import Clock
+from livegen.engine.control import STATE_VALUES, ControlMap, TimedScheduler
 from livegen.engine.phrase import PhraseDetector, PhraseEnd
 from livegen.engine.scheduler import Scheduler, SchedulerThread
+from livegen.engine.tempo import DIVISIONS, ClockFollower, Grid, phrase_beat
 from livegen.engine.window import Window
 from livegen.engine.worker import Predictor, ResponseRequest, ResponseWorker
 from livegen.io.sinks import RecordingSink, Sink
@@ -60,10 +75,17 @@ class SessionConfig:
     adaptive_gap: bool = False
     window: int = 64
     velocity_scale: float = 1.0
+    latency_s: float = 0.0  # added to every answer note's time
+    quantize: str = "off"  # "1/16"...: snap answer onsets to the clock's grid (else the phrase tempo)
+    gap_beats: float = 0.0  # > 0: the gap in beats whenever a tempo is known
+    controls: ControlMap = field(default_factory=ControlMap)
+    name: str = "default"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.quantize != "off" and self.quantize not in DIVISIONS:
+            raise ValueError(f"quantize must be off or one of {', '.join(DIVISIONS)}, got {self.quantize!r}")
 
 
 class Session:
@@ -79,6 +101,7 @@ class Session:
         recorder: RecordingSink | None = None,
         log: Callable[[dict], None] | None = None,
         clock: Clock = time.monotonic,
+        switch: Sequence[SessionConfig] = (),
     ) -> None:
         self.config = config = config or SessionConfig()
         self.source = source
@@ -98,9 +121,15 @@ class Session:
         )
         self.scheduler = Scheduler(output, clock=clock, log=self._log)
         self.scheduler_thread = SchedulerThread(self.scheduler)
-        self.worker = ResponseWorker(predictor, self.scheduler, log=self._log, clock=clock)
+        self.timing = TimedScheduler(self.scheduler)
+        self.worker = ResponseWorker(predictor, self.timing, log=self._log, clock=clock)
+        self.switch = list(switch)
+        self.tempo = ClockFollower()
+        self.muted = False
+        self.panics = 0
+        self._state_sent: str | None = None
         self._tags = itertools.count(1)
-        self._speculation: tuple[int, float, int] | None = None  # (tag, start_at, notes fed)
+        self._speculation: tuple[int, float, int, ResponseRequest] | None = None  # (tag, start_at, fed, request)
         self._playing: int | None = None  # tag of the answer that was triggered
         self._fed = 0
         self._stop = threading.Event()
@@ -148,6 +177,13 @@ class Session:
         self.stop()
 
     @property
+    def light(self) -> str:
+        """idle / listening / playing: what the state output CC shows."""
+        if self._playing is not None and self.scheduler.busy:
+            return "playing"
+        return "listening" if self.phrase.notes or self.phrase.held else "idle"
+
+    @property
     def state(self) -> str:
         """listening / thinking / playing, for the status line."""
         if self.worker.responding is not None:
@@ -173,10 +209,23 @@ class Session:
                         self._handle(event, t)
                     item = self.source.get(timeout=0)
                 self._after_events(self.clock())
+                self._send_state()
             except Exception as exc:  # never let one bad message end the session
                 self._log({"event": "error", "t": self.clock(), "message": f"engine: {type(exc).__name__}: {exc}"})
 
     def _handle(self, event: Event, t: float) -> None:
+        if isinstance(event, ClockTick):
+            self.tempo.tick(event.t)
+            return
+        if isinstance(event, (ClockStart, ClockStop, ClockContinue)):
+            {ClockStart: self.tempo.start, ClockStop: self.tempo.stop, ClockContinue: self.tempo.cont}[type(event)](event.t)
+            return
+        if isinstance(event, ControlChanged):
+            action = self.config.controls.interpret(event.channel, event.control, event.value)
+            if action is not None:
+                self._on_control(*action, event.t)
+        elif isinstance(event, ProgramChanged):
+            self._on_program(event)
         self.window.on_event(event)
         self.phrase.on_event(event)
         if isinstance(event, NoteStarted):
@@ -204,50 +253,155 @@ class Session:
                 self._log({"event": "barge_in", "t": event.t})
 
     def _after_events(self, now: float) -> None:
+        self._follow_tempo(now)
         end = self.phrase.poll(now)
         if end is not None:
             self._on_phrase_end(end, now)
             return
         deadline = self.phrase.next_deadline()
-        if deadline is None or self.phrase.held:
+        if deadline is None or self.phrase.held or self.muted:
             return
-        if self._speculation is not None and self._speculation[1:] == (deadline, self._fed):
+        if self._speculation is not None and self._speculation[1:3] == (deadline, self._fed):
             return
         self._drop_speculation()
-        self._speculation = (self._answer(deadline), deadline, self._fed)
+        tag, request = self._answer(deadline)
+        self._speculation = (tag, deadline, self._fed, request)
 
     def _on_phrase_end(self, end: PhraseEnd, now: float) -> None:
         self.phrases += 1
-        self._log({"event": "trigger", "t": end.t, "notes": end.notes, "reason": end.reason})
-        if end.notes == 0:  # an end-call with nothing played: nothing to answer
+        record = {"event": "trigger", "t": end.t, "notes": end.notes, "reason": end.reason}
+        if end.notes == 0 or self.muted:  # an end-call with nothing played, or muted: no answer
+            self._log({**record, "muted": self.muted} if self.muted else record)
             self._drop_speculation()
             return
         if self._playing is not None and self.config.mode == "overlap":
             self.worker.cancel(self._playing)  # a new answer replaces the rest of the old one
             self.scheduler.cancel(self._playing)
         speculation, self._speculation = self._speculation, None
-        if speculation is not None and speculation[1:] == (end.t, self._fed):
-            self._playing = speculation[0]
+        if speculation is not None and speculation[1:3] == (end.t, self._fed):
+            self._playing, request = speculation[0], speculation[3]
         else:
             if speculation is not None:
                 self._cancel(speculation[0])
-            self._playing = self._answer(max(end.t, now))
+            self._playing, request = self._answer(max(end.t, now))
+        p = request.params
+        self._log({**record, "temperature": p.temperature})
+        self._log({"event": "respond", "t": now, "tag": request.tag, "start_at": request.start_at,
+                   "temperature": p.temperature, "top_p": p.top_p, "length": request.length,
+                   "mode": self.config.mode, "preset": self.config.name,
+                   "grid": self.timing.grid_of(request.tag)})
 
-    def _answer(self, start_at: float) -> int:
+    def _answer(self, start_at: float) -> tuple[int, ResponseRequest]:
         config = self.config
         tag = next(self._tags)
-        self.worker.respond(
-            ResponseRequest(
-                tag=tag,
-                start_at=start_at,
-                length=config.length,
-                max_seconds=config.max_seconds,
-                params=config.sampling,
-                channel=config.channel,
-                velocity_scale=config.velocity_scale,
-            )
+        request = ResponseRequest(
+            tag=tag,
+            start_at=start_at,
+            length=config.length,
+            max_seconds=config.max_seconds,
+            params=config.sampling,
+            channel=config.channel,
+            velocity_scale=config.velocity_scale,
         )
-        return tag
+        self.timing.set_timing(tag, self._grid(start_at), config.latency_s)
+        self.worker.respond(request)
+        return tag, request
+
+    # -- tempo, live control, presets (engine thread) ---------------------------------------
+
+    def _grid(self, start_at: float) -> Grid | None:
+        """The grid this answer snaps to: the MIDI clock's, else the phrase tempo's, or None."""
+        if self.config.quantize == "off":
+            return None
+        if self.tempo.present(start_at):
+            return self.tempo.grid(self.config.quantize)
+        onsets = self.phrase.onsets or self.phrase.last_onsets
+        beat = phrase_beat(onsets)
+        if beat is None:
+            return None
+        return Grid(onsets[0], beat * DIVISIONS[self.config.quantize])
+
+    def _follow_tempo(self, now: float) -> None:
+        """With ``gap_beats``, keep the phrase gap at that many beats of the known tempo."""
+        if not self.config.gap_beats:
+            return
+        beat = self.tempo.beat if self.tempo.present(now) else phrase_beat(self.phrase.onsets)
+        if beat is None:
+            gap = self.config.gap_s
+        else:
+            gap = min(max(self.config.gap_beats * beat, 0.02), 10.0)
+        if abs(gap - self.phrase.gap_s) > 0.01 * self.phrase.gap_s:
+            self.phrase.gap_s = gap
+
+    def _on_control(self, name: str, value: object, t: float) -> None:
+        self._log({"event": "control", "name": name, "value": value, "t": t})
+        config = self.config
+        if name == "temperature":
+            self.config = dataclasses.replace(config, sampling=dataclasses.replace(config.sampling, temperature=value))
+        elif name == "length":
+            self.config = dataclasses.replace(config, length=value)
+        elif name == "gap":
+            self.config = dataclasses.replace(config, gap_s=value, gap_beats=0.0)
+            self.phrase.gap_s = value
+        elif name == "mode":
+            self.config = dataclasses.replace(config, mode=value)
+        elif name == "panic":
+            self.panic(t)
+        elif name == "mute":
+            if value and not self.muted:
+                self.panic(t)
+            self.muted = bool(value)
+        self._drop_speculation()  # the next answer is sampled with the new settings
+
+    def panic(self, t: float | None = None) -> None:
+        """Silence everything at once: cancel every answer, note-offs now, CC 123 per channel."""
+        self.panics += 1
+        self._drop_speculation()
+        if self._playing is not None:
+            self.worker.cancel(self._playing)
+            self._playing = None
+        self.scheduler.cancel_all()
+        channels = set(self.scheduler.sink.channels_used) | {self.config.channel}
+        for channel in sorted(channels):
+            try:
+                self.output.control(channel, mb.CC_ALL_NOTES_OFF, 0)
+            except Exception as exc:
+                self._log({"event": "error", "t": self.clock(), "message": f"panic: {exc}"})
+        for sink in self.passthrough:
+            if not sink.closed:
+                sink.all_notes_off()
+
+    def _on_program(self, event: ProgramChanged) -> None:
+        controls = self.config.controls
+        if controls.channel is not None and event.channel != controls.channel:
+            return
+        if event.program >= len(self.switch):
+            self._log({"event": "error", "t": event.t,
+                       "message": f"program change {event.program}: only {len(self.switch)} presets to switch to"})
+            return
+        self.apply(self.switch[event.program])
+        self._log({"event": "preset", "t": event.t, "program": event.program, "name": self.config.name})
+
+    def apply(self, config: SessionConfig) -> None:
+        """Switch settings (engine thread); the next answer uses them, the playing one goes on."""
+        self.config = config
+        self.phrase.gap_s = config.gap_s
+        self.phrase.min_notes = config.min_notes
+        self.phrase.max_listen_s = config.max_listen_s
+        self.phrase.end_call_cc = config.end_call_cc
+        self.phrase.adaptive = config.adaptive_gap
+        self._drop_speculation()
+        if config.program is not None:
+            self.output.program(config.channel, config.program)
+
+    def _send_state(self) -> None:
+        cc = self.config.controls.state_out
+        if cc is None:
+            return
+        light = self.light
+        if light != self._state_sent:
+            self._state_sent = light
+            self.output.control(self.config.channel, cc, STATE_VALUES[light])
 
     def _drop_speculation(self) -> None:
         if self._speculation is not None:

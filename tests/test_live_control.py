@@ -1,0 +1,219 @@
+"""Presets and live control through real JACK ports: every shipped preset answers, a CC changes
+the next answer's temperature, the panic CC silences at once, and answers follow a MIDI clock."""
+
+import json
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from factories import quick_model_dir
+from livegen import presets
+from midi_probe import MidiProbe, note_offs, note_ons, port_matcher, unmatched, wait_until
+
+SHIPPED = sorted(p.stem for p in presets.SHIPPED_DIR.glob("*.toml"))
+
+
+def wait(condition, timeout=10.0) -> bool:
+    try:
+        wait_until(condition, timeout)
+        return True
+    except AssertionError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return quick_model_dir(tmp_path_factory.mktemp("model") / "quick")
+
+
+class Daemon:
+    def __init__(self, server, probe, model_dir, tmp_path, *extra):
+        self.log_path = tmp_path / "events.jsonl"
+        args = [sys.executable, "-m", "livegen", "run", "--model", str(model_dir), "--midi-api", "jack",
+                "--no-synth", "--seed", "1", "--log-json", str(self.log_path), *extra]
+        self.process = subprocess.Popen(args, env=server.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline()
+        if not line.startswith("ready"):
+            self.process.kill()
+            raise AssertionError(f"no ready line: {line!r} {self.process.stderr.read()}")
+        self.probe = probe
+        probe.play_into(port_matcher("livegen", "in"))
+        probe.listen_to(port_matcher("livegen", "out"))
+        time.sleep(0.1)
+
+    def events(self, kind=None):
+        records = [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
+        return [r for r in records if kind is None or r["event"] == kind]
+
+    def close(self):
+        self.probe.close()
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture
+def daemon(jack_server, midi_probe, model_dir, tmp_path):
+    made = []
+
+    def start(*extra):
+        made.append(Daemon(jack_server, midi_probe, model_dir, tmp_path, *extra))
+        return made[-1]
+
+    yield start
+    for each in made:
+        each.close()
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_preset_answers_through_jack(daemon, name):
+    preset = presets.load(name)
+    d = daemon("--preset", name, "--length", "4", "--gap-ms", "200")
+    channel = preset.output.channel - 1
+    d.probe.play([60, 62, 64, 65])
+    assert wait(lambda: len(note_ons(d.probe.messages, channel=channel)) == 4
+                and not unmatched(d.probe.messages, channel=channel), timeout=15)
+    assert all(preset.sampling.pitch_low <= m[1] <= preset.sampling.pitch_high
+               for _, m in note_ons(d.probe.messages, channel=channel))
+    assert d.events("respond")[0]["preset"] == name
+
+
+def test_a_cc_changes_the_next_answers_temperature(daemon):
+    d = daemon("--preset", "ballad", "--length", "3", "--gap-ms", "200")  # temperature CC 21, range 0.2..1.2
+    d.probe.play([60, 62])
+    assert wait(lambda: len(d.events("respond")) == 1 and len(note_ons(d.probe.messages)) == 3)
+    d.probe.send([0xB0, 21, 127])
+    assert wait(lambda: d.events("control"), timeout=5)
+    d.probe.play([64, 65])
+    assert wait(lambda: len(d.events("respond")) == 2)
+    control = d.events("control")[0]
+    assert control["name"] == "temperature" and control["value"] == 1.2
+    first, second = d.events("respond")
+    assert first["temperature"] == 0.6 and second["temperature"] == 1.2
+    assert d.events("trigger")[-1]["temperature"] == 1.2
+
+
+def test_the_panic_cc_silences_a_playing_answer_within_20_ms(daemon):
+    d = daemon("--preset", "wild", "--length", "200", "--max-seconds", "60", "--gap-ms", "200")  # panic CC 25
+    d.probe.play([60, 62])
+    assert wait(lambda: len(note_ons(d.probe.messages)) >= 4, timeout=10)
+    pressed = d.probe.send([0xB0, 25, 127])
+    assert wait(lambda: [0xB0, 123, 0] in [m for _, m in d.probe.messages] and not unmatched(d.probe.messages), timeout=2)
+    closed_at = max(t for t, _ in note_offs(d.probe.messages))
+    all_off_at = next(t for t, m in d.probe.messages if m == [0xB0, 123, 0])
+    assert closed_at - pressed <= 0.020 and all_off_at - pressed <= 0.020
+    time.sleep(0.3)
+    assert not [t for t, _ in note_ons(d.probe.messages) if t > pressed + 0.005]
+    assert any(e["name"] == "panic" for e in d.events("control"))
+
+
+class ClockSender:
+    """A second JACK client sending Start then 24 ticks per beat at absolute times."""
+
+    def __init__(self, bpm: float):
+        self.tick = 60.0 / bpm / 24
+        self.sent: list[float] = []
+        self.probe = MidiProbe("probe-clock")
+        self.probe.play_into(port_matcher("livegen", "in"))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        self.probe.send([0xFA])
+        origin = time.monotonic() + 0.01
+        i = 0
+        while not self._stop.is_set():
+            due = origin + i * self.tick
+            while (left := due - time.monotonic()) > 0:
+                time.sleep(min(left, 0.002) if left > 0.003 else 0)
+            self.sent.append(self.probe.send([0xF8]))
+            i += 1
+
+    def grid(self, division_ticks: int):
+        """(origin, step) fitted to the send times of the ticks."""
+        xs = list(range(len(self.sent)))
+        slope, intercept = statistics.linear_regression(xs, self.sent)
+        return intercept, slope * division_ticks
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(2)
+        self.probe.close()
+
+
+def test_quantised_answers_fall_on_the_clock_grid(daemon, capsys):
+    d = daemon("--preset", "daw", "--length", "8", "--max-seconds", "10")  # quantize 1/16, gap 2 beats, ch 2
+    clock = ClockSender(120.0)
+    try:
+        time.sleep(0.5)
+        d.probe.play([60, 62, 64, 65], hold=0.1, rest=0.15)
+        assert wait(lambda: len(note_ons(d.probe.messages, channel=1)) == 8
+                    and not unmatched(d.probe.messages, channel=1), timeout=15)
+        origin, step = clock.grid(6)
+    finally:
+        clock.close()
+    assert abs(step - 0.125) < 0.001
+
+    def off_grid(t):
+        k = round((t - origin) / step)
+        return abs(t - (origin + k * step))
+
+    intended = [e["intended"] for e in d.events("note_on")]
+    arrived = [t for t, _ in note_ons(d.probe.messages, channel=1)]
+    assert len(intended) == 8
+    signed = lambda t: t - (origin + round((t - origin) / step) * step)  # noqa: E731
+    with capsys.disabled():
+        print("\nintended", [round(signed(t) * 1000, 2) for t in intended], "arrived", [round(signed(t) * 1000, 2) for t in arrived])
+    g_origin, g_step = d.events("respond")[0]["grid"]
+    on_own = [abs(t - (g_origin + round((t - g_origin) / g_step) * g_step)) for t in intended]
+    assert max(on_own) <= 0.002  # scheduled onsets sit on the grid the daemon fitted to the ticks it received
+    # vs the client's send grid: the daemon only sees tick *arrivals*; JACK's dummy driver delivers them
+    # with a latency that drifts (measured 5-15 ms here), so this bound is loose on purpose.
+    assert max(off_grid(t) for t in intended) <= 0.025
+    trigger = d.events("trigger")[0]
+    assert intended[0] >= trigger["t"] - 1e-6  # first note on a grid point at or after the gap end
+    arrival = sorted(off_grid(t) for t in arrived)
+    with capsys.disabled():
+        print(f"\nclock grid: intended max {max(off_grid(t) for t in intended) * 1000:.2f} ms, "
+              f"arrival median {arrival[len(arrival) // 2] * 1000:.2f} ms max {arrival[-1] * 1000:.2f} ms")
+    assert arrival[-1] <= 0.030
+
+
+def test_learn_binds_the_next_cc_and_writes_the_preset(jack_server, midi_probe, model_dir, tmp_path):
+    target = tmp_path / "stage.toml"
+    target.write_text('description = "stage"\n[sampling]\ntemperature = 0.7\n')
+    process = subprocess.Popen(
+        [sys.executable, "-m", "livegen", "run", "--model", str(model_dir), "--midi-api", "jack", "--no-synth",
+         "--preset", str(target), "--learn", "--learn-timeout", "1.5"],
+        env=jack_server.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        midi_probe.play_into(port_matcher("livegen", "in"))
+        line = process.stderr.readline()
+        assert "move the control for temperature" in line, line
+        time.sleep(0.1)
+        for value in (10, 20, 30):  # a knob sends a burst
+            midi_probe.send([0xB0, 74, value])
+        line = process.stderr.readline()
+        assert "temperature = CC 74" in line, line
+        line = process.stderr.readline()
+        assert "move the control for length" in line
+        midi_probe.send([0xB0, 74, 40])  # the same knob again: taken, ignored
+        midi_probe.send([0xB0, 75, 40])
+        assert "length = CC 75" in process.stderr.readline()
+        assert process.stdout.readline().startswith("ready")
+    finally:
+        midi_probe.close()
+        process.terminate()
+        process.wait(10)
+    learned = presets.load(str(target))
+    assert learned.controls.temperature == 74 and learned.controls.length == 75
+    assert learned.sampling.temperature == 0.7 and learned.description == "stage"
