@@ -133,18 +133,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_daemon(args)
 
 
+def cmd_presets(args: argparse.Namespace) -> int:
+    from livegen import presets
+
+    if args.action == "show":
+        preset = presets.load(args.name)
+        print(f"# {preset.path or 'built-in defaults'}")
+        print(presets.dumps(preset), end="")
+        return EXIT_OK
+    found = presets.available()
+    if not found:
+        print(f"no presets found in {', '.join(str(p) for p in presets.search_path())}")
+    for name, path in found.items():
+        try:
+            preset = presets.load(str(path))
+        except LivegenError as exc:
+            print(f"{name}: INVALID: {exc}")
+            continue
+        print(f"{name}  ({path})")
+        print(f"    {preset.description}")
+        print(f"    {presets.summary(preset)}")
+    return EXIT_OK
+
+
 def cmd_ports(args: argparse.Namespace) -> int:
     from livegen.daemon import run_ports
 
     return run_ports(args)
-
-
-def _not_yet(issue: str) -> Handler:
-    def handler(args: argparse.Namespace) -> int:
-        print(f"livegen {args.command}: not available yet ({issue}); see README.md", file=sys.stderr)
-        return EXIT_ERROR
-
-    return handler
 
 
 # --- parser ----------------------------------------------------------------------------------
@@ -175,7 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--render", action=argparse.BooleanOptionalAction, default=True, help="render demo.wav with FluidSynth")
     p = add("ports", cmd_ports, "list MIDI input and output ports per API")
     p.add_argument("--json", action="store_true", help="print JSON")
-    add("presets", _not_yet("arrives with presets and live control"), "list presets; `presets show NAME`")
+    p = add("presets", cmd_presets, "list presets; `presets show NAME` prints one fully resolved")
+    p.add_argument("action", nargs="?", choices=["list", "show"], default="list", help="list (default) or show")
+    p.add_argument("name", nargs="?", metavar="NAME|PATH", help="the preset to show (default: the built-in defaults)")
 
     p = add("generate", cmd_generate, "continue a MIDI file offline")
     p.add_argument("primer", type=Path, help="MIDI file whose notes prime the model")
@@ -204,7 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_arguments(add("train", run_train, "train a model from MIDI folders and/or the music21 corpus"))
     add_eval_arguments(add("eval", run_eval, "metrics of models on held-out files (JSON with --json)"))
-    add("bench", _not_yet("arrives with the benchmarks"), "latency, timing, inference and training benchmarks")
+    from livegen.bench import add_bench_arguments, run_bench
+
+    add_bench_arguments(add("bench", run_bench, "latency, timing, inference, training and startup benchmarks (JSON with --json)"))
     return parser
 
 

@@ -133,9 +133,3 @@ def test_bad_input_gives_one_clear_line_and_exit_code_2_through_the_real_cli(tmp
         assert lines[0].startswith("livegen generate: error: ") and expected in lines[0], (name, lines[0])
         assert "Traceback" not in result.stderr
         assert not (tmp_path / "o.mid").exists()
-
-
-def test_unfinished_subcommands_say_so_and_pretend_nothing(capsys):
-    for name in ("bench",):
-        assert main([name]) == 2
-        assert "not available yet" in capsys.readouterr().err

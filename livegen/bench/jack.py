@@ -1,0 +1,137 @@
+"""A private JACK server with the dummy driver, for the latency benchmark.
+
+No sound card or realtime rights are needed.  The server gets a unique name; processes find it
+through the ``env`` this yields (JACK_DEFAULT_SERVER), and nothing else on the machine sees it.
+It is terminated (then killed) on every exit path.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from livegen.errors import LivegenError
+
+
+class BenchError(LivegenError, RuntimeError):
+    """A benchmark that cannot run here (no jackd, a daemon that never got ready...)."""
+
+
+@dataclass
+class JackServer:
+    name: str
+    process: subprocess.Popen
+    log_path: Path
+    env: dict[str, str]
+    rate: int
+    period: int
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+def jackd_version() -> str | None:
+    if shutil.which("jackd") is None:
+        return None
+    try:
+        out = subprocess.run(["jackd", "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    line = (out.stdout or out.stderr).strip().splitlines()
+    return line[0] if line else None
+
+
+def _client_can_connect(env: dict[str, str]) -> bool:
+    """Whether a JACK client can open on the server ``env`` names (checked in a child process,
+    so this process never becomes a JACK client)."""
+    code = (
+        "import rtmidi,sys\n"
+        "try:\n c=rtmidi.MidiOut(rtmidi.API_UNIX_JACK,name='bench-probe')\n"
+        "except Exception:\n sys.exit(1)\n"
+        "c.delete()\n"
+    )
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, timeout=30)
+    return result.returncode == 0
+
+
+def _parent_death_signal(sig: int) -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the try/finally blocks still stop it
+        pass
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for the daemon and the clients: SIGKILL when the benchmark dies (even by
+    SIGKILL), so nothing outlives it.  Not a graceful stop: a client that closes its ports while
+    jackd is shutting down can hang both, so clients go hard and jackd (below) goes soft."""
+    import signal
+
+    _parent_death_signal(signal.SIGKILL)
+
+
+def _jackd_dies_with_parent() -> None:
+    import signal
+
+    _parent_death_signal(signal.SIGTERM)
+
+
+def stop_process(process: subprocess.Popen | None, timeout: float = 5.0) -> None:
+    """Terminate, wait, kill if needed: a process never outlives the benchmark."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextmanager
+def jack_server(rate: int = 48000, period: int = 64, startup_timeout: float = 15.0) -> Iterator[JackServer]:
+    """Start ``jackd -d dummy`` under a unique name; stop it afterwards, whatever happens."""
+    if shutil.which("jackd") is None:
+        raise BenchError("jackd is not installed (apt install jackd2); the latency benchmark needs it")
+    name = f"livegen-bench-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    log_path = Path(tempfile.gettempdir()) / f"{name}.log"
+    env = {**os.environ, "JACK_DEFAULT_SERVER": name, "JACK_NO_START_SERVER": "1",
+           "JACK_NO_AUDIO_RESERVATION": "1"}
+    command = ["jackd", "--no-realtime", "--name", name, "--timeout", "2000",
+               "-d", "dummy", "--rate", str(rate), "--period", str(period)]
+    process = None
+    try:
+        with open(log_path, "w") as log_file:
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file,
+                                       stderr=subprocess.STDOUT, env=env, preexec_fn=_jackd_dies_with_parent)
+        server = JackServer(name, process, log_path, env, rate, period)
+        deadline = time.monotonic() + startup_timeout
+        while not _client_can_connect(env):
+            if process.poll() is not None:
+                raise BenchError(f"jackd exited with {process.returncode}:\n{server.log()}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"jackd accepted no client within {startup_timeout:g} s:\n{server.log()}")
+            time.sleep(0.05)
+        yield server
+    finally:
+        stop_process(process, 10.0)
+        try:
+            log_path.unlink()
+        except OSError:
+            pass

@@ -1,0 +1,149 @@
+"""The latency benchmark's player: a separate JACK client process that plays phrases into the
+daemon's input and timestamps what its output sends back.
+
+    python -m livegen.bench.player SPEC.json RESULT.json
+
+SPEC: ``{"phrases": [[[pitch, velocity, hold_s, rest_s], ...], ...], "gap": s, "length": n,
+"answer_timeout": s, "settle": s, "client_prefix": "livegen", "channel": 0}``.
+RESULT: ``{"phrases": [{"start", "release", "notes"}], "arrivals": [[t, [bytes]]], "ports": {...}}``,
+all times ``time.monotonic()`` (the daemon's log uses the same clock).
+
+Arrivals are stamped in an rtmidi callback (on the JACK process thread, the instant the message
+is handed to this client).  The callback is armed only after both ports are open and connected,
+and cancelled before any port is closed (see livegen/io/ports.py: JACK round trips made while an
+armed input of the same process receives can stall the server).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from typing import Callable
+
+from livegen.midi_bytes import NOTE_OFF, NOTE_ON
+
+CLIENT_NAME = "bench-player"
+
+
+def is_note_on(message: list[int]) -> bool:
+    return len(message) == 3 and message[0] & 0xF0 == NOTE_ON and message[2] > 0
+
+
+def is_note_off(message: list[int]) -> bool:
+    kind = message[0] & 0xF0
+    return len(message) == 3 and (kind == NOTE_OFF or (kind == NOTE_ON and message[2] == 0))
+
+
+def port_matcher(client_prefix: str, port: str) -> Callable[[str], bool]:
+    """DESIGN.md's rule: ``client:port`` whose client name starts with the prefix."""
+
+    def matches(name: str) -> bool:
+        client, _, port_name = name.rpartition(":")
+        return port_name == port and client.startswith(client_prefix)
+
+    return matches
+
+
+def wait_for_port(client, accept: Callable[[str], bool], timeout: float = 20.0) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        ports = client.get_ports()
+        for index, name in enumerate(ports):
+            if accept(name):
+                return index
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no matching JACK port within {timeout:g} s; ports: {ports}")
+        time.sleep(0.05)
+
+
+def open_output(rtmidi, client_name: str, accept: Callable[[str], bool]):
+    """A MidiOut connected to the first port ``accept`` takes; returns (client, port name)."""
+    out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name=client_name)
+    try:
+        index = wait_for_port(out, accept)
+        name = out.get_ports()[index]
+        out.open_port(index, "out")
+    except BaseException:
+        out.delete()
+        raise
+    return out, name
+
+
+def main(argv: list[str] | None = None) -> int:
+    import rtmidi
+
+    spec_path, result_path = (argv if argv is not None else sys.argv[1:])[:2]
+    with open(spec_path) as f:
+        spec = json.load(f)
+    prefix = spec.get("client_prefix", "livegen")
+    channel = int(spec.get("channel", 0))
+    length = int(spec["length"])
+    gap = float(spec["gap"])
+    timeout = float(spec["answer_timeout"])
+    settle = float(spec.get("settle", 0.1))
+
+    arrivals: list[tuple[float, list[int]]] = []
+    lock = threading.Lock()
+
+    def on_message(event, _data=None) -> None:  # only stamp and keep
+        t = time.monotonic()
+        with lock:
+            arrivals.append((t, event[0]))
+
+    out, in_name = open_output(rtmidi, CLIENT_NAME, port_matcher(prefix, "in"))
+    inp = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name=CLIENT_NAME, queue_size_limit=65536)
+    try:
+        inp.ignore_types(sysex=False, timing=False, active_sense=False)
+        index = wait_for_port(inp, port_matcher(prefix, "out"))
+        out_name = inp.get_ports()[index]
+        inp.open_port(index, "in")
+        time.sleep(0.2)  # let JACK settle the connections before arming
+        inp.set_callback(on_message)  # armed last: no JACK round trips from here on
+        time.sleep(0.1)
+
+        phrases = []
+        for phrase in spec["phrases"]:
+            with lock:
+                first_arrival = len(arrivals)
+            started = None
+            released = 0.0
+            for pitch, velocity, hold, rest in phrase:
+                t = time.monotonic()
+                out.send_message([NOTE_ON | channel, int(pitch), int(velocity)])
+                started = t if started is None else started
+                time.sleep(hold)
+                released = time.monotonic()
+                out.send_message([NOTE_OFF | channel, int(pitch), 0])
+                if rest:
+                    time.sleep(rest)
+            deadline = released + gap + timeout
+            while time.monotonic() < deadline:  # let the answer finish: never barge in
+                with lock:
+                    new = [m for _, m in arrivals[first_arrival:]]
+                ons = sum(map(is_note_on, new))
+                offs = sum(map(is_note_off, new))
+                if ons >= length and offs >= ons:
+                    break
+                time.sleep(0.005)
+            phrases.append({"start": started, "release": released, "notes": len(phrase)})
+            time.sleep(settle)
+        time.sleep(0.2)
+    finally:
+        inp.cancel_callback()
+        time.sleep(0.1)  # an in-flight callback finishes (sleep releases the GIL)
+        for client in (inp, out):  # input first
+            try:
+                client.close_port()
+            finally:
+                client.delete()
+    with lock:
+        recorded = [[t, list(m)] for t, m in arrivals]
+    with open(result_path, "w") as f:
+        json.dump({"phrases": phrases, "arrivals": recorded, "ports": {"in": in_name, "out": out_name}}, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
