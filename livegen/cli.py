@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from livegen import __version__
+from livegen.argtypes import number_in_range, pitch_range
 from livegen.errors import LivegenError
 
 EXIT_OK = 0
@@ -22,52 +23,17 @@ EXIT_ERROR = 2
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _number_in_range(kind: type, low: float, high: float) -> Callable[[str], float]:
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{value} is outside the allowed range {low}..{high}")
-        return value
-
-    return parse
-
-
-def _pitch_range(text: str) -> tuple[int, int]:
-    """'21-108' or 'A0-C8' -> (low, high) MIDI numbers."""
-    import pretty_midi
-
-    def pitch(part: str) -> int:
-        part = part.strip()
-        if part.isdigit():
-            return int(part)
-        try:
-            return int(pretty_midi.note_name_to_number(part))
-        except Exception:
-            raise argparse.ArgumentTypeError(f"{part!r} is neither a MIDI number nor a note name like C4") from None
-
-    low_text, sep, high_text = text.partition(":") if ":" in text else text.rpartition("-")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected LOW-HIGH, e.g. 21-108 or A0-C8")
-    low, high = pitch(low_text), pitch(high_text)
-    if not 0 <= low <= high <= 127:
-        raise argparse.ArgumentTypeError(f"{text!r}: need 0 <= LOW <= HIGH <= 127")
-    return low, high
-
-
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", metavar="PATH", help="model folder (default: models/default)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N, mps")
 
 
 def _add_sampling_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--temperature", type=_number_in_range(float, 0.0, 10.0), default=1.0,
+    parser.add_argument("--temperature", type=number_in_range(float, 0.0, 10.0), default=1.0,
                         help="0 = most likely notes, 1 = as trained, >1 wilder (default 1.0)")
-    parser.add_argument("--top-p", type=_number_in_range(float, 0.01, 1.0), default=1.0,
+    parser.add_argument("--top-p", type=number_in_range(float, 0.01, 1.0), default=1.0,
                         help="nucleus sampling mass in (0, 1] (default 1.0 = off)")
-    parser.add_argument("--pitch-range", type=_pitch_range, default=(21, 108), metavar="LOW-HIGH",
+    parser.add_argument("--pitch-range", type=pitch_range, default=(21, 108), metavar="LOW-HIGH",
                         help="pitches the answer may use, MIDI numbers or names (default 21-108, the piano)")
     parser.add_argument("--seed", type=int, help="random seed for a reproducible result")
 
@@ -75,7 +41,7 @@ def _add_sampling_flags(parser: argparse.ArgumentParser) -> None:
 def _add_session_flags(parser: argparse.ArgumentParser) -> None:
     from livegen.daemon import add_session_arguments
 
-    add_session_arguments(parser, _number_in_range, _pitch_range)
+    add_session_arguments(parser)
 
 
 # --- subcommands -----------------------------------------------------------------------------
@@ -197,20 +163,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("generate", cmd_generate, "continue a MIDI file offline")
     p.add_argument("primer", type=Path, help="MIDI file whose notes prime the model")
     p.add_argument("-o", "--output", type=Path, required=True, help="MIDI file to write")
-    p.add_argument("--length", type=_number_in_range(int, 1, 100_000), default=64, help="new notes (default 64)")
+    p.add_argument("--length", type=number_in_range(int, 1, 100_000), default=64, help="new notes (default 64)")
     _add_sampling_flags(p)
     _add_model_flags(p)
     p.add_argument("--instrument", help="primer instrument to use, by index or name (default: all non-drum merged)")
-    p.add_argument("--primer-notes", type=_number_in_range(int, 1, 10_000_000), metavar="N",
+    p.add_argument("--primer-notes", type=number_in_range(int, 1, 10_000_000), metavar="N",
                    help="prime with only the last N notes of the primer")
-    p.add_argument("--program", type=_number_in_range(int, 0, 127), default=0, help="GM program of the output tracks (default 0, piano)")
+    p.add_argument("--program", type=number_in_range(int, 0, 127), default=0, help="GM program of the output tracks (default 0, piano)")
     p.add_argument("--continuation-only", action="store_true", help="write only the new notes, not the primer")
 
     p = add("render", cmd_render, "render a MIDI file to a 44.1 kHz stereo WAV with FluidSynth")
     p.add_argument("input", type=Path, help="MIDI file")
     p.add_argument("-o", "--output", type=Path, required=True, help="WAV file to write")
     p.add_argument("--soundfont", help="SoundFont (.sf2); default: $LIVEGEN_SOUNDFONT, then system GM fonts")
-    p.add_argument("--sample-rate", type=_number_in_range(int, 8000, 192000), default=44100, help="Hz (default 44100)")
+    p.add_argument("--sample-rate", type=number_in_range(int, 8000, 192000), default=44100, help="Hz (default 44100)")
 
     p = add("plot", cmd_plot, "draw a piano roll of a MIDI file to PNG")
     p.add_argument("input", type=Path, help="MIDI file")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from livegen import midi_bytes as mb
+from livegen.argtypes import end_call_controller, number_in_range, pitch_range
 from livegen import presets
 from livegen.engine.control import LEARNABLE, ControlMap
 from livegen.engine.log import EventLog
@@ -38,7 +39,7 @@ DEMO_PHRASE = "demo_phrase.mid"
 # --- shared flags ----------------------------------------------------------------------------
 
 
-def add_session_arguments(parser: argparse.ArgumentParser, number: Callable, pitch_range: Callable) -> None:
+def add_session_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared by run and demo (DESIGN.md's contract names).
 
     Settings flags default to None, meaning "the preset's value"; the built-in defaults live in
@@ -47,12 +48,12 @@ def add_session_arguments(parser: argparse.ArgumentParser, number: Callable, pit
     parser.add_argument("--preset", metavar="NAME|PATH", help="preset by name (see `livegen presets`) or TOML file; flags override it")
     parser.add_argument("--model", metavar="PATH", help="model folder (default: the preset's, else models/default)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N, mps")
-    parser.add_argument("--temperature", type=number(float, 0.0, 10.0), help="sampling temperature (default 1.0)")
-    parser.add_argument("--top-p", type=number(float, 0.01, 1.0), help="nucleus sampling mass (default 1.0 = off)")
-    parser.add_argument("--length", type=number(int, 1, 4096), help="notes in a response (default 32)")
-    parser.add_argument("--max-seconds", type=number(float, 0.5, 600.0), help="longest response in seconds (default 20)")
-    parser.add_argument("--gap-ms", type=number(float, 20.0, 10_000.0), help="silence that ends a phrase (default 500)")
-    parser.add_argument("--gap-beats", type=number(float, 0.0, 64.0), metavar="BEATS",
+    parser.add_argument("--temperature", type=number_in_range(float, 0.0, 10.0), help="sampling temperature (default 1.0)")
+    parser.add_argument("--top-p", type=number_in_range(float, 0.01, 1.0), help="nucleus sampling mass (default 1.0 = off)")
+    parser.add_argument("--length", type=number_in_range(int, 1, 4096), help="notes in a response (default 32)")
+    parser.add_argument("--max-seconds", type=number_in_range(float, 0.5, 600.0), help="longest response in seconds (default 20)")
+    parser.add_argument("--gap-ms", type=number_in_range(float, 20.0, 10_000.0), help="silence that ends a phrase (default 500)")
+    parser.add_argument("--gap-beats", type=number_in_range(float, 0.0, 64.0), metavar="BEATS",
                         help="phrase gap in beats whenever a tempo is known (MIDI clock or the phrase); 0 = use --gap-ms")
     parser.add_argument("--quantize", choices=QUANTIZE,
                         help="snap answer onsets to this grid of the MIDI clock (else of the phrase's tempo); default off")
@@ -60,44 +61,22 @@ def add_session_arguments(parser: argparse.ArgumentParser, number: Callable, pit
     parser.add_argument("--mode", choices=MODES,
                         help="call-response (stop when the player comes back in; default), overlap (keep playing), "
                              "mirror (answer with a Markov model learned from this session's playing)")
-    parser.add_argument("--min-notes", type=number(int, 1, 1000), help="notes a phrase needs before it is answered (default 1)")
-    parser.add_argument("--max-listen", type=number(float, 0.0, 3600.0), metavar="SECONDS",
+    parser.add_argument("--min-notes", type=number_in_range(int, 1, 1000), help="notes a phrase needs before it is answered (default 1)")
+    parser.add_argument("--max-listen", type=number_in_range(float, 0.0, 3600.0), metavar="SECONDS",
                         help="answer after this long even if the player keeps going; 0 = never (default 30)")
-    parser.add_argument("--end-call-cc", type=_end_call_controller(number(int, 0, 127)), metavar="CC",
+    parser.add_argument("--end-call-cc", type=end_call_controller, metavar="CC",
                         help="a controller (e.g. a footswitch) whose press ends the phrase at once")
     parser.add_argument("--adaptive-gap", action=argparse.BooleanOptionalAction, default=None,
                         help="scale the gap to the player's own inter-onset intervals (between gap/2 and 2*gap)")
-    parser.add_argument("--listen-channel", type=number(int, 1, 16), action="append", metavar="N",
+    parser.add_argument("--listen-channel", type=number_in_range(int, 1, 16), action="append", metavar="N",
                         help="only listen to this MIDI channel (repeat for several; default all)")
-    parser.add_argument("--channel", type=number(int, 1, 16), help="MIDI channel of the answer, 1-16 (default 1)")
-    parser.add_argument("--program", type=number(int, 0, 127), help="GM program of the answer (default 0, piano)")
+    parser.add_argument("--channel", type=number_in_range(int, 1, 16), help="MIDI channel of the answer, 1-16 (default 1)")
+    parser.add_argument("--program", type=number_in_range(int, 0, 127), help="GM program of the answer (default 0, piano)")
     parser.add_argument("--seed", type=int, help="random seed for reproducible answers")
     parser.add_argument("--synth", action=argparse.BooleanOptionalAction, default=None, help="play through the built-in FluidSynth synth (default on)")
     parser.add_argument("--soundfont", help="SoundFont for the synth (default: $LIVEGEN_SOUNDFONT, then system GM fonts)")
     parser.add_argument("--audio-driver", default="auto", help="FluidSynth audio driver: auto, jack, pipewire, pulseaudio, alsa, coreaudio...")
     parser.add_argument("--log-json", metavar="FILE", help="write JSON-lines events (ready, trigger, respond, control, note_on, note_off, error)")
-
-
-def _end_call_controller(parse: Callable[[str], int]) -> Callable[[str], int]:
-    def check(text: str) -> int:
-        value = parse(text)
-        if value == mb.CC_SUSTAIN:
-            raise argparse.ArgumentTypeError("64 is the sustain pedal, which holds phrases open; pick another controller")
-        return value
-
-    return check
-
-
-_OVERRIDES = {  # flag attribute -> (preset section or None, key)
-    "model": (None, "model"), "mode": (None, "mode"),
-    "temperature": ("sampling", "temperature"), "top_p": ("sampling", "top_p"),
-    "length": ("response", "length"), "max_seconds": ("response", "max_seconds"), "quantize": ("response", "quantize"),
-    "gap_ms": ("listen", "gap_ms"), "gap_beats": ("listen", "gap_beats"), "min_notes": ("listen", "min_notes"),
-    "max_listen": ("listen", "max_listen"), "adaptive_gap": ("listen", "adaptive_gap"),
-    "channel": ("output", "channel"), "program": ("output", "program"), "synth": ("output", "synth"),
-    "passthrough": ("output", "passthrough"), "synth_passthrough": ("output", "synth_passthrough"),
-    "end_call_cc": ("controls", "end_call"),
-}
 
 
 def resolve_preset(args: argparse.Namespace) -> Preset:

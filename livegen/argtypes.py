@@ -1,0 +1,54 @@
+"""argparse types shared by every subcommand: numbers checked against a range, pitch ranges.
+
+A bad value becomes argparse's usual one-line error naming the flag and the allowed range.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Callable
+
+from livegen import midi_bytes as mb
+
+
+def number_in_range(kind: type, low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is outside the allowed range {low}..{high}")
+        return value
+
+    return parse
+
+
+def pitch_range(text: str) -> tuple[int, int]:
+    """'21-108' or 'A0-C8' -> (low, high) MIDI numbers."""
+    import pretty_midi
+
+    def pitch(part: str) -> int:
+        part = part.strip()
+        if part.isdigit():
+            return int(part)
+        try:
+            return int(pretty_midi.note_name_to_number(part))
+        except Exception:
+            raise argparse.ArgumentTypeError(f"{part!r} is neither a MIDI number nor a note name like C4") from None
+
+    low_text, sep, high_text = text.partition(":") if ":" in text else text.rpartition("-")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected LOW-HIGH, e.g. 21-108 or A0-C8")
+    low, high = pitch(low_text), pitch(high_text)
+    if not 0 <= low <= high <= 127:
+        raise argparse.ArgumentTypeError(f"{text!r}: need 0 <= LOW <= HIGH <= 127")
+    return low, high
+
+
+def end_call_controller(text: str) -> int:
+    """A controller number for the end-call switch; never the sustain pedal."""
+    value = number_in_range(int, 0, 127)(text)
+    if value == mb.CC_SUSTAIN:
+        raise argparse.ArgumentTypeError("64 is the sustain pedal, which holds phrases open; pick another controller")
+    return value
