@@ -79,6 +79,18 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-json", metavar="FILE", help="write JSON-lines events (ready, trigger, respond, control, note_on, note_off, error)")
 
 
+_OVERRIDES = {  # flag attribute -> (preset section or None, key)
+    "model": (None, "model"), "mode": (None, "mode"),
+    "temperature": ("sampling", "temperature"), "top_p": ("sampling", "top_p"),
+    "length": ("response", "length"), "max_seconds": ("response", "max_seconds"), "quantize": ("response", "quantize"),
+    "gap_ms": ("listen", "gap_ms"), "gap_beats": ("listen", "gap_beats"), "min_notes": ("listen", "min_notes"),
+    "max_listen": ("listen", "max_listen"), "adaptive_gap": ("listen", "adaptive_gap"),
+    "channel": ("output", "channel"), "program": ("output", "program"), "synth": ("output", "synth"),
+    "passthrough": ("output", "passthrough"), "synth_passthrough": ("output", "synth_passthrough"),
+    "end_call_cc": ("controls", "end_call"),
+}
+
+
 def resolve_preset(args: argparse.Namespace) -> Preset:
     """The preset named by --preset (built-in defaults without it) with every given flag on top."""
     preset = presets.load(getattr(args, "preset", None))
