@@ -70,6 +70,8 @@ DEFAULT_CAPACITY = 10_000
 """Queued input messages before new ones are dropped (minutes of dense playing, seconds of sysex)."""
 
 ALSA_SEQUENCER = "/dev/snd/seq"
+OUTPUT_DRAIN_S = 0.05
+"""An output lingers this long after its last send before it closes, so queued messages leave."""
 
 # How long InputPort.close waits for an in-flight callback when it cannot prove there is none.
 _CALLBACK_GRACE_S = 0.2
@@ -573,6 +575,7 @@ class OutputPort(_Port):
         *,
         port_name: str = DEFAULT_OUTPUT_NAME,
     ) -> None:
+        self._last_send = float("-inf")
         super().__init__(api, client_name, pattern, port_name)
 
     def send(self, message: Sequence[int]) -> None:
@@ -589,9 +592,15 @@ class OutputPort(_Port):
                 self._rt.send_message(data)
             except _rtmidi().RtMidiError as exc:
                 raise MidiBackendError(f"MIDI output {self._name!r}: {exc}") from exc
+            self._last_send = time.monotonic()
 
     def _destroy(self, client: Any) -> None:
         with self._lock:  # never delete while a send is inside rtmidi
+            # rtmidi's JACK output hands messages to the next process cycle: closing at once
+            # can drop the last note-offs and CC 123 of a shutdown, so let them leave first.
+            linger = self._last_send + OUTPUT_DRAIN_S - time.monotonic()
+            if linger > 0:
+                time.sleep(linger)
             _delete(client)
 
     def __enter__(self) -> OutputPort:

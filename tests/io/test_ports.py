@@ -355,3 +355,16 @@ def test_closing_and_opening_under_traffic_neither_deadlocks_nor_stalls(jack_ser
     # A stalled JACK graph takes seconds per round trip (6-16 s observed); a healthy open takes
     # well under one.
     assert float(opened) < 5.0, done.stdout
+
+
+def test_messages_sent_just_before_close_still_arrive(jack_server, midi_probe):
+    """A shutdown's last note-offs and CC 123 go out right before the port closes."""
+    out = OutputPort("jack", unique())
+    midi_probe.listen_to(out.name)
+    time.sleep(0.1)
+    burst = [[0x80, pitch, 0] for pitch in range(40, 100)] + [[0xB0, 123, 0]]
+    for message in burst:
+        out.send(message)
+    out.close()
+    got = midi_probe.wait_for(lambda messages: len(messages) >= len(burst), timeout=5)
+    assert [m for _, m in got] == burst
