@@ -9,6 +9,11 @@ seeing the fields already chosen for that note:
 so a chord (step 0) and its pitches, or a long note and its spacing, stay coherent.  Training
 feeds the true fields (teacher forcing on every position); sampling feeds the sampled ones.
 
+Options (``NoteLSTMConfig``): ``head="mlp"`` gives each field a Linear-GELU-Linear head,
+``head="linear"`` one Linear (the shipped model: its heads then cost one matmul in all, see
+``_linear_heads``); ``input_projection`` puts a Linear+ReLU between the note embedding and the
+LSTM (older models) or feeds the embedding straight in.
+
 ``forward`` runs a whole batch of sequences; ``step`` advances one note and returns a
 ``NextNote`` whose conditional heads the sampler queries.  Both share the same layers, so they
 give the same distributions (tested).
@@ -25,6 +30,7 @@ from torch import nn
 from livegen.model.tokens import TokenConfig
 
 ARCH = "note-lstm"
+HEADS = ("mlp", "linear")
 
 State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (layers, B, hidden)
 
@@ -36,6 +42,8 @@ class NoteLSTMConfig:
     pitch_embedding: int = 64
     field_embedding: int = 24
     dropout: float = 0.1
+    head: str = "mlp"  # mlp: Linear-GELU-Linear per field; linear: one Linear per field (cheaper)
+    input_projection: bool = True  # Linear + ReLU from the note embedding to the LSTM's width
     tokens: TokenConfig = field(default_factory=TokenConfig)
 
     def __post_init__(self) -> None:
@@ -45,6 +53,8 @@ class NoteLSTMConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {', '.join(HEADS)}, got {self.head!r}")
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -71,7 +81,9 @@ class Logits(NamedTuple):
     velocity: torch.Tensor
 
 
-def _head(hidden: int, classes: int) -> nn.Sequential:
+def _head(kind: str, hidden: int, classes: int) -> nn.Sequential:
+    if kind == "linear":
+        return nn.Sequential(nn.Linear(hidden, classes))
     return nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, classes))
 
 
@@ -86,26 +98,27 @@ class NoteLSTM(nn.Module):
         self.in_step = nn.Embedding(sizes[1], config.field_embedding)
         self.in_duration = nn.Embedding(sizes[2], config.field_embedding)
         self.in_velocity = nn.Embedding(sizes[3], config.field_embedding)
-        self.in_proj = nn.Linear(config.pitch_embedding + 3 * config.field_embedding, config.hidden)
+        embedded = config.pitch_embedding + 3 * config.field_embedding
+        if config.input_projection:
+            self.in_proj = nn.Linear(embedded, config.hidden)
         self.lstm = nn.LSTM(
-            config.hidden,
+            config.hidden if config.input_projection else embedded,
             config.hidden,
             num_layers=config.layers,
             batch_first=True,
             dropout=config.dropout if config.layers > 1 else 0.0,
         )
-        self.drop = nn.Dropout(config.dropout)
         # Embeddings of the already-chosen fields of the note being predicted.
         self.cond_step = nn.Embedding(sizes[1], config.hidden)
         self.cond_pitch = nn.Embedding(128, config.hidden)
         self.cond_duration = nn.Embedding(sizes[2], config.hidden)
-        self.step_head = _head(config.hidden, sizes[1])
-        self.pitch_head = _head(config.hidden, 128)
-        self.duration_head = _head(config.hidden, sizes[2])
-        self.velocity_head = _head(config.hidden, sizes[3])
+        self.step_head = _head(config.head, config.hidden, sizes[1])
+        self.pitch_head = _head(config.head, config.hidden, 128)
+        self.duration_head = _head(config.head, config.hidden, sizes[2])
+        self.velocity_head = _head(config.head, config.hidden, sizes[3])
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(..., 4) int tokens -> (..., hidden) LSTM input."""
+        """(..., 4) int tokens -> (..., input) LSTM input."""
         x = torch.cat(
             [
                 self.in_pitch(tokens[..., 0]),
@@ -115,15 +128,20 @@ class NoteLSTM(nn.Module):
             ],
             dim=-1,
         )
-        return torch.relu(self.in_proj(x))
+        return torch.relu(self.in_proj(x)) if self.config.input_projection else x
 
     def encode(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """(B, T, 4) tokens -> (B, T, hidden) summaries after each note, and the final state."""
         out, state = self.lstm(self.embed(tokens), state)
-        return self.drop(out), state
+        p = self.config.dropout
+        if self.training and p > 0:  # dropout; a uniform draw is cheaper on CPU than nn.Dropout's bernoulli
+            out = out * (torch.rand_like(out) > p) * (1.0 / (1.0 - p))
+        return out, state
 
     def heads(self, h: torch.Tensor, target: torch.Tensor) -> Logits:
         """All four heads given the context ``h`` (..., hidden) and the true next note (..., 4)."""
+        if self.config.head == "linear":
+            return self._linear_heads(h, target)
         c_step = h + self.cond_step(target[..., 1])
         c_pitch = c_step + self.cond_pitch(target[..., 0])
         c_duration = c_pitch + self.cond_duration(target[..., 2])
@@ -132,6 +150,29 @@ class NoteLSTM(nn.Module):
             pitch=self.pitch_head(c_step),
             duration=self.duration_head(c_pitch),
             velocity=self.velocity_head(c_duration),
+        )
+
+    def _linear_heads(self, h: torch.Tensor, target: torch.Tensor) -> Logits:
+        """``heads`` for one-Linear heads, computed in logit space (the same values, less work).
+
+        A Linear head gives W·(h + e_step + ...) + b = W·h + b + (W·e_step) + ...: so one matmul
+        of h serves the four heads, and the already-chosen fields add rows of small tables W·E
+        (class -> logits) instead of three (..., hidden) sums feeding four matmuls.
+        """
+        heads = (self.step_head[0], self.pitch_head[0], self.duration_head[0], self.velocity_head[0])
+        weight = torch.cat([head.weight for head in heads])  # (step + pitch + duration + velocity classes, hidden)
+        bias = torch.cat([head.bias for head in heads])
+        n_p, n_s, n_d, n_v = self.sizes
+        step, pitch, duration, velocity = nn.functional.linear(h, weight, bias).split((n_s, n_p, n_d, n_v), -1)
+        later = weight[n_s:]  # (pitch + duration + velocity classes, hidden): the heads after step
+        from_step = nn.functional.embedding(target[..., 1], self.cond_step.weight @ later.T)  # (..., p + d + v)
+        from_pitch = nn.functional.embedding(target[..., 0], self.cond_pitch.weight @ later[n_p:].T)  # (..., d + v)
+        from_duration = nn.functional.embedding(target[..., 2], self.cond_duration.weight @ later[n_p + n_d :].T)
+        return Logits(
+            step=step,
+            pitch=pitch + from_step[..., :n_p],
+            duration=duration + from_step[..., n_p : n_p + n_d] + from_pitch[..., :n_d],
+            velocity=velocity + from_step[..., n_p + n_d :] + from_pitch[..., n_d:] + from_duration,
         )
 
     def forward(

@@ -21,6 +21,7 @@ from livegen.errors import LivegenError, ModelError, TrainingDataError
 ARCH_CHOICES = {"note-lstm": "note-lstm", "lstm": "note-lstm", "seed": "seed-lstm", "seed-lstm": "seed-lstm",
                 "markov": "markov"}
 CARD_FILE = "MODEL_CARD.md"
+AUGMENT_TRANSPOSE = 5  # AugmentConfig's default, repeated so parsing arguments needs no numpy
 
 
 def _positive_int(text: str) -> int:
@@ -92,24 +93,33 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                        help="reuse the split.json of another model folder (train baselines on the same split)")
     train = parser.add_argument_group("training")
     train.add_argument("--epochs", type=_positive_int, default=20, help="passes over the training pieces (default 20)")
-    train.add_argument("--batch-size", type=_positive_int, help="windows per batch (default 32; seed 64)")
-    train.add_argument("--window", type=_positive_int, default=256, help="notes per training window (note-lstm, default 256)")
+    train.add_argument("--batch-size", type=_positive_int, help="windows per batch (default 64; seed 64)")
+    train.add_argument("--window", type=_positive_int, default=128, help="notes per training window (note-lstm, default 128)")
     train.add_argument("--lr", type=_positive_float, help="peak learning rate (default 2e-3; seed 5e-3)")
     train.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 0.01; seed 0)")
     train.add_argument("--clip", type=float, help="max gradient norm, 0 = off (default 1.0; seed 0)")
     train.add_argument("--warmup", type=_non_negative_int, help="linear warm-up steps (default 100)")
     train.add_argument("--max-steps", type=_non_negative_int, default=0, help="stop after this many steps (0 = no limit)")
     train.add_argument("--no-augment", action="store_true", help="no transposition, tempo, jitter or velocity augmentation")
+    train.add_argument("--transpose", type=_non_negative_int, default=AUGMENT_TRANSPOSE,
+                       help=f"random transposition of training pieces by up to N semitones either way (default {AUGMENT_TRANSPOSE})")
     train.add_argument("--seed", type=int, default=0, help="seed of the split, initialisation and batches (default 0)")
+    train.add_argument("--select", choices=["pitch", "total"], default="pitch",
+                       help="validation loss that picks the saved model: pitch (the headline, default) or the "
+                            "sum over all fields (noisier: a score's velocity level is a guess)")
     train.add_argument("--resume", action="store_true", help="continue from DIR/last (same data and split)")
     train.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], default="auto",
                        help="mixed precision on CUDA (auto: bf16 where supported, else fp16; CPU: off)")
     train.add_argument("--export-dtype", choices=["float32", "float16"], default="float32",
                        help="dtype of the best model's weights on disk (float16 halves the file)")
     model = parser.add_argument_group("model size")
-    model.add_argument("--hidden", type=_positive_int, help="LSTM width (default 256; seed 128)")
-    model.add_argument("--layers", type=_positive_int, default=2, help="LSTM layers (note-lstm, default 2)")
-    model.add_argument("--dropout", type=float, default=0.1, help="dropout (note-lstm, default 0.1)")
+    model.add_argument("--hidden", type=_positive_int, help="LSTM width (default 384; seed 128)")
+    model.add_argument("--layers", type=_positive_int, default=1, help="LSTM layers (note-lstm, default 1)")
+    model.add_argument("--dropout", type=float, default=0.1, help="dropout on the LSTM output (note-lstm, default 0.1)")
+    model.add_argument("--head", choices=["linear", "mlp"], default="linear",
+                       help="output heads (note-lstm): one Linear per field (default) or Linear-GELU-Linear")
+    model.add_argument("--input-projection", action=argparse.BooleanOptionalAction, default=False,
+                       help="a Linear+ReLU between the note embedding and the LSTM (note-lstm, default off)")
     model.add_argument("--markov-order", type=_positive_int, default=4, help="longest context (markov, default 4)")
 
 
@@ -211,7 +221,8 @@ def _model_for(args, arch: str):
     try:
         if arch == "seed-lstm":
             return SeedLSTM(SeedLSTMConfig(hidden=args.hidden or 128))
-        return NoteLSTM(NoteLSTMConfig(hidden=args.hidden or 256, layers=args.layers, dropout=args.dropout))
+        return NoteLSTM(NoteLSTMConfig(hidden=args.hidden or 384, layers=args.layers, dropout=args.dropout,
+                                       head=args.head, input_projection=args.input_projection))
     except ValueError as exc:
         raise ModelError(f"invalid model size: {exc}") from exc
 
@@ -221,8 +232,8 @@ def _train_config(args, arch: str):
     from livegen.train.loop import SeedTask, TrainConfig
 
     values = {"arch": arch, "epochs": args.epochs, "window": args.window, "seed": args.seed,
-              "max_steps": args.max_steps, "amp": args.amp,
-              "augment": NO_AUGMENTATION if args.no_augment else AugmentConfig()}
+              "max_steps": args.max_steps, "amp": args.amp, "select": args.select,
+              "augment": NO_AUGMENTATION if args.no_augment else AugmentConfig(transpose=args.transpose)}
     if arch == "seed-lstm":
         values.update(SeedTask.defaults)
     for name in ("batch_size", "lr", "weight_decay", "clip", "warmup"):

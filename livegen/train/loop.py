@@ -17,6 +17,7 @@ from the epoch's seed and takes its own share; only rank 0 writes files.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -46,8 +47,8 @@ LOG_FILE = "train_log.jsonl"
 class TrainConfig:
     arch: str = "note-lstm"
     epochs: int = 20
-    batch_size: int = 32
-    window: int = 256  # notes per training window (note-lstm)
+    batch_size: int = 64
+    window: int = 128  # notes per training window (note-lstm)
     lr: float = 2e-3
     weight_decay: float = 0.01
     clip: float = 1.0  # max gradient norm; 0 = no clipping
@@ -58,7 +59,12 @@ class TrainConfig:
     seed: int = 0
     max_steps: int = 0  # stop after this many optimizer steps in all (0 = no limit)
     amp: str = "auto"  # auto: bf16/fp16 autocast on CUDA, off on CPU
+    select: str = "pitch"  # the validation loss that picks the saved model: pitch, or total (all fields)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        if self.select not in ("pitch", "total"):
+            raise ValueError(f"select must be pitch or total, got {self.select!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -151,12 +157,12 @@ class LSTMTask:
         tokens, mask = (torch.from_numpy(b).to(device, non_blocking=True) for b in batch)
         targets = tokens[:, 1:]
         logits, _ = model(tokens[:, :-1], targets)
-        weight = mask.float().flatten()
         count = int(mask.sum())
+        targets = targets.masked_fill(~mask.unsqueeze(-1), -100)  # padding: ignored by cross_entropy
         sums = {}
         for column, name in enumerate(FIELDS):
-            ce = F.cross_entropy(getattr(logits, name).flatten(0, 1).float(), targets[..., column].flatten(), reduction="none")
-            sums[name] = (ce * weight).sum()
+            sums[name] = F.cross_entropy(getattr(logits, name).flatten(0, 1).float(), targets[..., column].flatten(),
+                                         reduction="sum", ignore_index=-100)
         total = sum(sums.values()) / max(count, 1)
         return total, {k: v.detach() for k, v in sums.items()}, count
 
@@ -296,6 +302,42 @@ def load_optimizer(optimizer: torch.optim.Optimizer, directory: Path) -> dict:
 # --- the loop ------------------------------------------------------------------------------------
 
 
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam (the seed recipe) or AdamW without weight decay on biases and embeddings (nanoGPT's rule)."""
+    decay, no_decay = [], []
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    for parameter in model.parameters():
+        (no_decay if parameter.ndim < 2 or id(parameter) in embeddings else decay).append(parameter)
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=config.lr)
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99))
+
+
+def train_step(model, task, batch, optimizer, config: TrainConfig, device: torch.device,
+               autocast=contextlib.nullcontext, scaler=None, parameters=None) -> tuple[dict[str, torch.Tensor], int]:
+    """One optimizer step on one batch -> (summed loss per field, number of targets).
+
+    ``model`` may be the DDP wrapper; ``parameters`` (default: the model's) are the ones clipped.
+    """
+    with autocast():
+        loss, parts, n = task.loss(model, batch, device)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    if config.clip > 0:
+        nn.utils.clip_grad_norm_(model.parameters() if parameters is None else parameters, config.clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    return parts, n
+
+
 def _lr_lambda(config: TrainConfig, total_steps: int) -> Callable[[int], float]:
     def factor(step: int) -> float:
         if not config.schedule:
@@ -310,8 +352,6 @@ def _lr_lambda(config: TrainConfig, total_steps: int) -> Callable[[int], float]:
 
 def _autocast(config: TrainConfig, device: torch.device):
     """-> (autocast context factory, GradScaler or None)."""
-    import contextlib
-
     if device.type != "cuda" or config.amp == "off":
         return contextlib.nullcontext, None
     dtype = torch.bfloat16 if config.amp == "bf16" or (config.amp == "auto" and torch.cuda.is_bf16_supported()) else torch.float16
@@ -349,15 +389,7 @@ def train(
     main = dist_info.main
     model.to(device)
     task = make_task(model, config)
-    decay, no_decay = [], []  # no weight decay on biases and embeddings (nanoGPT's rule)
-    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    for parameter in model.parameters():
-        (no_decay if parameter.ndim < 2 or id(parameter) in embeddings else decay).append(parameter)
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if config.optimizer == "adam":
-        optimizer = torch.optim.Adam(groups, lr=config.lr)
-    else:
-        optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99))
+    optimizer = make_optimizer(model, config)
 
     history: list[dict] = []
     start_epoch, step, best_val, best_epoch, train_seconds, targets_done = 0, 0, None, None, 0.0, 0
@@ -408,21 +440,8 @@ def train(
         started = time.perf_counter()
         bar = tqdm(mine, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not (progress and main), leave=False)
         for index in bar:
-            with autocast():
-                loss, parts, n = task.loss(wrapped, batches[index], device)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-            else:
-                loss.backward()
-            if config.clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
+            parts, n = train_step(wrapped, task, batches[index], optimizer, config, device, autocast, scaler,
+                                  parameters=model.parameters())
             scheduler.step()
             step += 1
             count += n
@@ -452,7 +471,8 @@ def train(
             "notes_per_second": round(count_all / max(elapsed_max, 1e-9), 1),
         }
         history.append(record)
-        current = record["val_total"] if record["val_total"] is not None else record["train_total"]
+        losses, total = (record["val"], record["val_total"]) if record["val"] else (record["train"], record["train_total"])
+        current = losses["pitch"] if config.select == "pitch" else total
         improved = best_val is None or current < best_val
         if improved:
             best_val, best_epoch = current, epoch + 1

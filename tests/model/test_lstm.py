@@ -1,10 +1,12 @@
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from factories import melody, tiny_model
+from factories import TINY_CONFIG, melody, tiny_model
+from livegen.model.lstm import NoteLSTMConfig
 from livegen.model.sampling import SamplingParams, sample_logits, sample_next
 from livegen.model.stream import NoteStream, continue_notes, make_generator
 from livegen.notes import notes_to_array
@@ -17,8 +19,16 @@ def random_tokens(model, batch, length, seed=0):
     return torch.cat(columns, dim=-1)
 
 
-def test_streaming_step_matches_batched_forward():
-    model = tiny_model()
+VARIANTS = {
+    "mlp heads, projection, 2 layers": TINY_CONFIG,
+    "linear heads, no projection, 1 layer": dataclasses.replace(TINY_CONFIG, layers=1, head="linear",
+                                                                input_projection=False),
+}
+
+
+@pytest.mark.parametrize("config", VARIANTS.values(), ids=VARIANTS.keys())
+def test_streaming_step_matches_batched_forward(config):
+    model = tiny_model(config=config)
     tokens = random_tokens(model, batch=3, length=12)
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
     with torch.no_grad():
@@ -112,3 +122,10 @@ def test_sampling_params_reject_bad_values():
         SamplingParams(top_p=0)
     with pytest.raises(ValueError, match="pitch range"):
         SamplingParams(pitch_low=90, pitch_high=80)
+
+
+def test_model_config_rejects_unknown_head_and_keeps_old_configs_loadable():
+    with pytest.raises(ValueError, match="head"):
+        NoteLSTMConfig(head="attention")
+    old = NoteLSTMConfig.from_dict({"hidden": 32, "layers": 2})  # written before head/input_projection existed
+    assert old.head == "mlp" and old.input_projection
