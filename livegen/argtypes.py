@@ -26,7 +26,9 @@ def number_in_range(kind: type, low: float, high: float) -> Callable[[str], floa
 
 def pitch_range(text: str) -> tuple[int, int]:
     """'21-108' or 'A0-C8' -> (low, high) MIDI numbers."""
-    import pretty_midi
+    from livegen.notes import import_pretty_midi
+
+    pretty_midi = import_pretty_midi()
 
     def pitch(part: str) -> int:
         part = part.strip()

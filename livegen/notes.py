@@ -7,9 +7,12 @@ the previous onset, so a chord is notes with step 0.  MIDI files go through pret
 
 from __future__ import annotations
 
+import io
 import os
+from contextlib import redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
@@ -51,6 +54,14 @@ class Track:
     is_drum: bool = False
 
 
+def import_pretty_midi() -> ModuleType:
+    """pretty_midi, imported quietly: it imports pyfluidsynth, which prints to stdout when $CI
+    is set, and stdout carries `--json` output and the daemon's `ready` line."""
+    with redirect_stdout(io.StringIO()):
+        import pretty_midi
+    return pretty_midi
+
+
 def sort_notes(notes: Iterable[Note]) -> list[Note]:
     """Onset order; simultaneous notes lowest pitch first, so chords are reproducible."""
     return sorted(notes, key=lambda n: (n.start, n.pitch, n.end))
@@ -85,7 +96,7 @@ def resolve_unisons(notes: Iterable[Note]) -> list[Note]:
 
 def load_pretty_midi(path: str | os.PathLike) -> "pretty_midi.PrettyMIDI":
     """Parse a MIDI file, turning every parser failure into MidiFileError naming the file."""
-    import pretty_midi  # heavy import, only needed here
+    pretty_midi = import_pretty_midi()  # heavy import, only needed here
 
     path = Path(path)
     if not path.is_file():
@@ -122,7 +133,7 @@ def read_midi(path: str | os.PathLike, instrument: int | str | None = None) -> l
 
 def instrument_track(instrument: "pretty_midi.Instrument", index: int) -> Track:
     """One pretty_midi instrument as a Track, keeping its program and drum flag."""
-    import pretty_midi
+    pretty_midi = import_pretty_midi()
 
     if instrument.name:
         name = instrument.name
@@ -159,7 +170,7 @@ def prepare_output(path: str | os.PathLike) -> Path:
 
 
 def _pick_instrument(path: Path, instruments: list, wanted: int | str):
-    import pretty_midi
+    pretty_midi = import_pretty_midi()
 
     def label(index: int, inst) -> str:
         program = "drums" if inst.is_drum else pretty_midi.program_to_instrument_name(inst.program)
@@ -219,7 +230,7 @@ def write_midi(path: str | os.PathLike, tracks: Sequence[Track]) -> None:
     Same-pitch overlaps within a track are resolved first (see resolve_unisons), so every
     note-off in the file ends the note it belongs to.
     """
-    import pretty_midi
+    pretty_midi = import_pretty_midi()
 
     midi = pretty_midi.PrettyMIDI(resolution=WRITE_RESOLUTION, initial_tempo=WRITE_TEMPO)
     for track in tracks:

@@ -9,10 +9,11 @@ SoundfontError, not a traceback on `import livegen`.
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 import wave
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -100,7 +101,10 @@ def find_soundfont(explicit: str | os.PathLike | None = None) -> Path:
 def _fluidsynth() -> ModuleType:
     """Import pyfluidsynth, which loads libfluidsynth at import time."""
     try:
-        import fluidsynth
+        # pyfluidsynth prints where it found the library when $CI is set: keep stdout clean
+        # for `--json` output and the daemon's `ready` line.
+        with redirect_stdout(io.StringIO()):
+            import fluidsynth
     except ModuleNotFoundError as exc:
         if exc.name == "fluidsynth":
             raise SoundfontError("pyfluidsynth is not installed: pip install pyfluidsynth") from exc
