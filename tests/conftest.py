@@ -46,3 +46,27 @@ def midi_probe(jack_server) -> MidiProbe:
     """A MidiProbe on the session's JACK server, closed after the test."""
     with MidiProbe() as probe:
         yield probe
+
+
+@pytest.fixture(scope="session")
+def quick_model(tmp_path_factory):
+    """A tiny real model biased to short steps and notes (see factories.quick_model)."""
+    from factories import quick_model_dir
+
+    return quick_model_dir(tmp_path_factory.mktemp("model") / "quick")
+
+
+@pytest.fixture
+def daemon(jack_server, midi_probe, quick_model, tmp_path):
+    """``daemon(*flags)`` starts `livegen run` with the quick model and connects the probe."""
+    from daemon_driver import Daemon
+
+    made = []
+
+    def start(*extra):
+        made.append(Daemon(jack_server, midi_probe, quick_model, tmp_path, *extra))
+        return made[-1]
+
+    yield start
+    for each in made:
+        each.close()

@@ -4,7 +4,6 @@ Timing bounds are generous for a noisy 2-core machine, except where the contract
 (barge-in within 20 ms, shutdown within 2 s); precise latency figures are `livegen bench`'s job.
 """
 
-import json
 import signal
 import subprocess
 import sys
@@ -13,74 +12,22 @@ import time
 import pretty_midi
 import pytest
 
-from factories import quick_model_dir
-from midi_probe import note_offs, note_ons, port_matcher, unmatched, wait_until
+from daemon_driver import wait
+from midi_probe import note_offs, note_ons, unmatched
 
 GAP = 0.25
 
 
-def wait(condition, timeout=10.0) -> bool:
-    try:
-        wait_until(condition, timeout)
-        return True
-    except AssertionError:
-        return False
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return quick_model_dir(tmp_path_factory.mktemp("model") / "quick")
-
-
-class Daemon:
-    def __init__(self, server, probe, model_dir, tmp_path, *extra):
-        self.log_path = tmp_path / "events.jsonl"
-        self.record_path = tmp_path / "jam.mid"
-        args = [sys.executable, "-m", "livegen", "run", "--model", str(model_dir), "--midi-api", "jack",
-                "--no-synth", "--gap-ms", str(GAP * 1000), "--seed", "1", "--log-json", str(self.log_path),
-                "--record", str(self.record_path), *extra]
-        self.process = subprocess.Popen(args, env=server.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = self.process.stdout.readline()
-        if not line.startswith("ready"):
-            self.process.kill()
-            raise AssertionError(f"no ready line: {line!r} {self.process.stderr.read()}")
-        self.probe = probe
-        probe.play_into(port_matcher("livegen", "in"))
-        probe.listen_to(port_matcher("livegen", "out"))
-        time.sleep(0.1)  # let JACK settle the connections
-
-    def events(self, kind=None):
-        records = [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
-        return [r for r in records if kind is None or r["event"] == kind]
-
-    def stop(self, sig=signal.SIGTERM):
-        started = time.monotonic()
-        self.process.send_signal(sig)
-        code = self.process.wait(10)
-        return code, time.monotonic() - started
-
-    def close(self):
-        self.probe.close()  # first: never tear a client down while its peer vanishes
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
 @pytest.fixture
-def daemon(jack_server, midi_probe, model_dir, tmp_path):
-    made = []
+def daemon(daemon, tmp_path):
+    """The shared driver, with this module's gap and a recording to check."""
 
     def start(*extra):
-        made.append(Daemon(jack_server, midi_probe, model_dir, tmp_path, *extra))
-        return made[-1]
+        d = daemon("--gap-ms", str(GAP * 1000), "--record", str(tmp_path / "jam.mid"), *extra)
+        d.record_path = tmp_path / "jam.mid"
+        return d
 
-    yield start
-    for each in made:
-        each.close()
+    return start
 
 
 def test_a_phrase_gets_an_answer_of_the_requested_length_after_the_gap(daemon):
@@ -156,9 +103,9 @@ def test_sigint_before_any_phrase_exits_cleanly(daemon):
     assert code == 0 and took < 2.0
 
 
-def test_unknown_port_name_lists_the_ports_that_exist(jack_server, model_dir):
+def test_unknown_port_name_lists_the_ports_that_exist(jack_server, quick_model):
     result = subprocess.run(
-        [sys.executable, "-m", "livegen", "run", "--model", str(model_dir), "--midi-api", "jack", "--no-synth",
+        [sys.executable, "-m", "livegen", "run", "--model", str(quick_model), "--midi-api", "jack", "--no-synth",
          "--input", "Keystation 88"], env=jack_server.env, capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 2

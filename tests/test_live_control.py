@@ -1,7 +1,6 @@
 """Presets and live control through real JACK ports: every shipped preset answers, a CC changes
 the next answer's temperature, the panic CC silences at once, and answers follow a MIDI clock."""
 
-import json
 import statistics
 import subprocess
 import sys
@@ -10,67 +9,11 @@ import time
 
 import pytest
 
-from factories import quick_model_dir
+from daemon_driver import wait
 from livegen import presets
-from midi_probe import MidiProbe, note_offs, note_ons, port_matcher, unmatched, wait_until
+from midi_probe import MidiProbe, note_offs, note_ons, port_matcher, unmatched
 
 SHIPPED = sorted(p.stem for p in presets.SHIPPED_DIR.glob("*.toml"))
-
-
-def wait(condition, timeout=10.0) -> bool:
-    try:
-        wait_until(condition, timeout)
-        return True
-    except AssertionError:
-        return False
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return quick_model_dir(tmp_path_factory.mktemp("model") / "quick")
-
-
-class Daemon:
-    def __init__(self, server, probe, model_dir, tmp_path, *extra):
-        self.log_path = tmp_path / "events.jsonl"
-        args = [sys.executable, "-m", "livegen", "run", "--model", str(model_dir), "--midi-api", "jack",
-                "--no-synth", "--seed", "1", "--log-json", str(self.log_path), *extra]
-        self.process = subprocess.Popen(args, env=server.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = self.process.stdout.readline()
-        if not line.startswith("ready"):
-            self.process.kill()
-            raise AssertionError(f"no ready line: {line!r} {self.process.stderr.read()}")
-        self.probe = probe
-        probe.play_into(port_matcher("livegen", "in"))
-        probe.listen_to(port_matcher("livegen", "out"))
-        time.sleep(0.1)
-
-    def events(self, kind=None):
-        records = [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
-        return [r for r in records if kind is None or r["event"] == kind]
-
-    def close(self):
-        self.probe.close()
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-@pytest.fixture
-def daemon(jack_server, midi_probe, model_dir, tmp_path):
-    made = []
-
-    def start(*extra):
-        made.append(Daemon(jack_server, midi_probe, model_dir, tmp_path, *extra))
-        return made[-1]
-
-    yield start
-    for each in made:
-        each.close()
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -188,11 +131,11 @@ def test_quantised_answers_fall_on_the_clock_grid(daemon, capsys):
     assert arrival[-1] <= 0.030
 
 
-def test_learn_binds_the_next_cc_and_writes_the_preset(jack_server, midi_probe, model_dir, tmp_path):
+def test_learn_binds_the_next_cc_and_writes_the_preset(jack_server, midi_probe, quick_model, tmp_path):
     target = tmp_path / "stage.toml"
     target.write_text('description = "stage"\n[sampling]\ntemperature = 0.7\n')
     process = subprocess.Popen(
-        [sys.executable, "-m", "livegen", "run", "--model", str(model_dir), "--midi-api", "jack", "--no-synth",
+        [sys.executable, "-m", "livegen", "run", "--model", str(quick_model), "--midi-api", "jack", "--no-synth",
          "--preset", str(target), "--learn", "--learn-timeout", "1.5"],
         env=jack_server.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
