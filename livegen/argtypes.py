@@ -11,17 +11,26 @@ from typing import Callable
 from livegen import midi_bytes as mb
 
 
-def number_in_range(kind: type, low: float, high: float) -> Callable[[str], float]:
+_NOUNS = {int: "an integer", float: "a number"}
+
+
+def number(kind: type, accept: Callable[[float], bool], requirement: str) -> Callable[[str], float]:
+    """A parser for ``kind`` values that ``accept`` allows; ``requirement`` words the refusal."""
+
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{value} is outside the allowed range {low}..{high}")
+            raise argparse.ArgumentTypeError(f"{text!r} is not {_NOUNS.get(kind, kind.__name__)}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"{value} {requirement}")
         return value
 
     return parse
+
+
+def number_in_range(kind: type, low: float, high: float) -> Callable[[str], float]:
+    return number(kind, lambda value: low <= value <= high, f"is outside the allowed range {low}..{high}")
 
 
 def pitch_range(text: str) -> tuple[int, int]:

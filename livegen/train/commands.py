@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from livegen.argtypes import number
 from livegen.errors import LivegenError, ModelError, TrainingDataError
 
 ARCH_CHOICES = {"note-lstm": "note-lstm", "lstm": "note-lstm", "seed": "seed-lstm", "seed-lstm": "seed-lstm",
@@ -24,44 +25,10 @@ CARD_FILE = "MODEL_CARD.md"
 AUGMENT_TRANSPOSE = 5  # AugmentConfig's default, repeated so parsing arguments needs no numpy
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 0")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"{value} must be in [0, 1)")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{value} must be positive")
-    return value
+_positive_int = number(int, lambda value: value >= 1, "must be at least 1")
+_non_negative_int = number(int, lambda value: value >= 0, "must be at least 0")
+_fraction = number(float, lambda value: 0.0 <= value < 1.0, "must be in [0, 1)")
+_positive_float = number(float, lambda value: value > 0, "must be positive")
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
