@@ -25,7 +25,8 @@ _HERE = str(Path(__file__).parent)
 if _HERE not in sys.path:  # helper modules (midi_probe...) importable from tests in subfolders
     sys.path.insert(0, _HERE)
 
-from midi_probe import JackServer, MidiProbe, start_jack_server  # noqa: E402
+from livegen.bench.jack import JackServer  # noqa: E402
+from midi_probe import MidiProbe, start_jack_server  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -13,16 +13,12 @@ of 1 ms bounds the timestamp error; tests must not assert on timing finer than t
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import tempfile
 import threading
 import time
-import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Iterator, Sequence
+
+from livegen.bench.jack import JackServer, jack_server
 
 TimedMessage = tuple[float, list[int]]
 
@@ -51,93 +47,25 @@ def wait_until(condition: Callable[[], object], timeout: float = 10.0, interval:
 # --- server -------------------------------------------------------------------------------------
 
 
-@dataclass
-class JackServer:
-    """A running jackd: ``name`` for JACK_DEFAULT_SERVER, ``env`` for subprocesses."""
-
-    name: str
-    process: subprocess.Popen
-    log_path: Path
-    env: dict[str, str] = field(default_factory=dict)
-
-    def log(self) -> str:
-        """What jackd printed so far."""
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    @property
-    def running(self) -> bool:
-        return self.process.poll() is None
-
-
-def jack_command(name: str) -> list[str]:
-    """jackd with the dummy driver: no sound card, no realtime privileges needed."""
-    return [
-        "jackd", "--no-realtime", "--name", name, "--timeout", "2000",
-        "-d", "dummy", "--rate", "48000", "--period", "64",
-    ]
-
-
-def jack_client_can_connect() -> bool:
-    """Whether a JACK client can open on the server JACK_DEFAULT_SERVER names, right now."""
-    import rtmidi
-
-    try:
-        client = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name="probe-ready")
-    except rtmidi.SystemError:
-        return False
-    client.delete()
-    return True
-
-
 @contextmanager
 def start_jack_server(startup_timeout: float = 10.0) -> Iterator[JackServer]:
-    """Start a uniquely named jackd, point JACK_DEFAULT_SERVER at it, stop it afterwards.
+    """Start a private jackd (livegen.bench.jack.jack_server: dummy driver, no sound card or
+    realtime rights, dies with this process) and point JACK_DEFAULT_SERVER at it.
 
-    The environment variables this sets are restored on exit.  jackd's output goes to a log
-    file whose text is in the error if the server does not come up.
+    The environment variables this sets are restored on exit.
     """
-    if shutil.which("jackd") is None:
-        raise FileNotFoundError("jackd is not installed (apt install jackd2)")
-    name = f"livegen-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    log_path = Path(tempfile.gettempdir()) / f"{name}.log"
-    settings = {"JACK_DEFAULT_SERVER": name, "JACK_NO_START_SERVER": "1", "JACK_NO_AUDIO_RESERVATION": "1"}
-    saved = {key: os.environ.get(key) for key in settings}
-    with open(log_path, "w") as log_file:
-        process = subprocess.Popen(
-            jack_command(name), stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-            env={**os.environ, **settings},
-        )
-    server = JackServer(name, process, log_path, env={**os.environ, **settings})
-    os.environ.update(settings)
-    try:
-        deadline = time.monotonic() + startup_timeout
-        while not jack_client_can_connect():
-            if process.poll() is not None:
-                raise RuntimeError(f"jackd exited with {process.returncode}:\n{server.log()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"jackd accepted no client within {startup_timeout:g} s:\n{server.log()}")
-            time.sleep(0.05)
-        yield server
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    with jack_server(startup_timeout=startup_timeout, prefix="livegen-test") as server:
+        settings = {key: server.env[key] for key in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")}
+        saved = {key: os.environ.get(key) for key in settings}
+        os.environ.update(settings)
         try:
-            log_path.unlink()
-        except OSError:
-            pass
+            yield server
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
 
 # --- probe --------------------------------------------------------------------------------------

@@ -105,11 +105,12 @@ def stop_process(process: subprocess.Popen | None, timeout: float = 5.0) -> None
 
 
 @contextmanager
-def jack_server(rate: int = 48000, period: int = 64, startup_timeout: float = 15.0) -> Iterator[JackServer]:
+def jack_server(rate: int = 48000, period: int = 64, startup_timeout: float = 15.0,
+                prefix: str = "livegen-bench") -> Iterator[JackServer]:
     """Start ``jackd -d dummy`` under a unique name; stop it afterwards, whatever happens."""
     if shutil.which("jackd") is None:
         raise BenchError("jackd is not installed (apt install jackd2); the latency benchmark needs it")
-    name = f"livegen-bench-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     log_path = Path(tempfile.gettempdir()) / f"{name}.log"
     env = {**os.environ, "JACK_DEFAULT_SERVER": name, "JACK_NO_START_SERVER": "1",
            "JACK_NO_AUDIO_RESERVATION": "1"}
