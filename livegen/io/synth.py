@@ -21,6 +21,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from livegen import midi_bytes as mb
 from livegen.errors import LivegenError, OutputFileError, SoundfontError
 from livegen.io.sinks import Sink
 from livegen.notes import Track, instrument_track, load_pretty_midi, prepare_output
@@ -181,8 +182,7 @@ class FluidSynth:
     def program(self, channel: int, program: int, drum: bool = False) -> None:
         """Select a GM program; ``drum`` picks from the drum bank (kit 0 if that kit is missing)."""
         self._check_channel(channel)
-        if not 0 <= program <= 127:
-            raise ValueError(f"program must be 0..127, got {program}")
+        mb.check_data("program", program)
         synth = self._live()
         if drum:
             if synth.program_select(channel, self._sfid, DRUM_BANK, program) != 0:
@@ -192,19 +192,19 @@ class FluidSynth:
 
     def note_on(self, channel: int, pitch: int, velocity: int) -> None:
         self._check_channel(channel)
-        _check_7bit("pitch", pitch)
-        _check_7bit("velocity", velocity)
+        mb.check_data("pitch", pitch)
+        mb.check_data("velocity", velocity)
         self._live().noteon(channel, pitch, velocity)
 
     def note_off(self, channel: int, pitch: int) -> None:
         self._check_channel(channel)
-        _check_7bit("pitch", pitch)
+        mb.check_data("pitch", pitch)
         self._live().noteoff(channel, pitch)
 
     def control(self, channel: int, cc: int, value: int) -> None:
         self._check_channel(channel)
-        _check_7bit("controller", cc)
-        _check_7bit("value", value)
+        mb.check_data("controller", cc)
+        mb.check_data("value", value)
         self._live().cc(channel, cc, value)
 
     def pitch_bend(self, channel: int, value: int) -> None:
@@ -281,13 +281,7 @@ class FluidSynth:
         return self._synth
 
     def _check_channel(self, channel: int) -> None:
-        if not 0 <= channel < self.channels:
-            raise ValueError(f"channel must be 0..{self.channels - 1}, got {channel}")
-
-
-def _check_7bit(name: str, value: int) -> None:
-    if not 0 <= value <= 127:
-        raise ValueError(f"{name} must be 0..127, got {value}")
+        mb.check_range("channel", channel, 0, self.channels - 1)
 
 
 # -- offline rendering ------------------------------------------------------------------
