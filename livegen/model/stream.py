@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from livegen.model.lean import LeanStep
 from livegen.model.lstm import NextNote, NoteLSTM, State
 from livegen.model.sampling import SamplingParams, pitch_mask, sample_next
 from livegen.model.tokens import Tokenizer
@@ -50,6 +51,8 @@ class NoteStream:
         self.state: State | None = None
         self.next: NextNote | None = None
         self._masks: dict[tuple[int, int], torch.Tensor] = {}
+        # One note at a time on the CPU goes through packed numpy weights (see lean.py).
+        self._lean = LeanStep(model) if self.device.type == "cpu" and not model.training else None
 
     @property
     def primed(self) -> bool:
@@ -59,12 +62,17 @@ class NoteStream:
         self.state = None
         self.next = None
 
-    @_streaming
     def feed(self, rows: np.ndarray) -> None:
         """Advance over one row (4,) or several (N, 4) of notes, in onset order."""
         rows = np.asarray(rows, dtype=np.float64).reshape(-1, 4)
-        if len(rows) == 0:
-            return
+        if len(rows) == 1 and self._lean is not None:
+            h, self.state = self._lean(self.tokenizer.encode_one(rows[0]), self.state)
+            self.next = NextNote(self.model, h)
+        elif len(rows):
+            self._feed_torch(rows)
+
+    @_streaming
+    def _feed_torch(self, rows: np.ndarray) -> None:
         tokens = torch.as_tensor(self.tokenizer.encode(rows), device=self.device)
         if len(rows) == 1:
             self.next, self.state = self.model.step(tokens, self.state)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from factories import TINY_CONFIG, melody, tiny_model
+from livegen.model.lean import LeanStep
 from livegen.model.lstm import NoteLSTMConfig
 from livegen.model.sampling import SamplingParams, sample_logits, sample_next
 from livegen.model.stream import NoteStream, continue_notes, make_generator
@@ -44,6 +45,35 @@ def test_streaming_step_matches_batched_forward(config):
             torch.testing.assert_close(next_note.pitch_logits(targets[:, t, 1]), batched.pitch[:, t], rtol=1e-4, atol=1e-5)
             torch.testing.assert_close(next_note.duration_logits(targets[:, t, 0]), batched.duration[:, t], rtol=1e-4, atol=1e-5)
             torch.testing.assert_close(next_note.velocity_logits(targets[:, t, 2]), batched.velocity[:, t], rtol=1e-4, atol=1e-5)
+
+
+VARIANTS_3_LAYERS = {**VARIANTS, "linear heads, projection, 3 layers": dataclasses.replace(TINY_CONFIG, layers=3, head="linear")}
+
+
+@pytest.mark.parametrize("config", VARIANTS_3_LAYERS.values(), ids=VARIANTS_3_LAYERS.keys())
+def test_lean_cpu_step_matches_the_torch_step(config):
+    model = tiny_model(config=config)
+    lean = LeanStep(model)
+    tokens = random_tokens(model, batch=1, length=20, seed=3)[0]
+    torch_state = lean_state = None
+    with torch.no_grad():
+        for t, token in enumerate(tokens):
+            next_note, torch_state = model.step(token.unsqueeze(0), torch_state)
+            h, lean_state = lean(tuple(int(x) for x in token), lean_state)
+            torch.testing.assert_close(h, next_note.h, rtol=1e-4, atol=1e-5, msg=f"h at {t}")
+            for a, b in zip(torch_state, lean_state):
+                torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=f"state at {t}")
+        # and it continues a state the batched torch path made
+        _, batched_state = model.encode(tokens[:5].unsqueeze(0))
+        next_note, _ = model.step(tokens[5].unsqueeze(0), batched_state)
+        h, _ = lean(tuple(int(x) for x in tokens[5]), batched_state)
+        torch.testing.assert_close(h, next_note.h, rtol=1e-4, atol=1e-5)
+
+
+def test_a_cpu_stream_feeds_single_notes_through_the_lean_step():
+    stream = NoteStream(tiny_model())
+    assert stream._lean is not None
+    assert NoteStream(tiny_model().train())._lean is None  # dropout active: keep torch's step
 
 
 def test_feeding_a_batch_equals_feeding_one_note_at_a_time():

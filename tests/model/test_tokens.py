@@ -53,3 +53,12 @@ def test_out_of_range_values_clamp_to_the_edge_bins():
     assert tokens[0].tolist() == [127, CONFIG.step_bins - 1, 0, CONFIG.velocity_bins - 1]
     assert tokens[1].tolist() == [0, 0, CONFIG.duration_bins - 1, 0]
     assert TOKENIZER.decode(tokens)[:, VELOCITY].min() >= 1
+
+
+@given(st.lists(st.tuples(
+    st.floats(-10, 200), st.floats(0, 10), st.floats(0, 20), st.floats(-5, 200)) | st.tuples(
+    st.just(60.0), st.sampled_from([0.0, 0.01, 4.0, float("inf"), float("nan")]),
+    st.sampled_from([0.01, 8.0, 1e9, float("nan")]), st.sampled_from([1.0, 127.0, 128.0])), min_size=1, max_size=5))
+def test_encode_one_gives_what_encode_gives(rows):
+    for row in rows:
+        assert TOKENIZER.encode_one(np.array(row)) == tuple(TOKENIZER.encode(np.array([row]))[0])

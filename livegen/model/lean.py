@@ -1,0 +1,110 @@
+"""One streaming LSTM step at batch 1 on the CPU, in a handful of numpy calls.
+
+Why: the daemon feeds one note at a time.  At batch 1 the arithmetic of a step is one small
+matrix-vector product per layer (1536 x 384 for the shipped model, ~15 us through BLAS), but
+torch spends ~0.14 ms dispatching the ~20 ops of embedding, concatenation and ``nn.LSTM``.  So
+the weights are packed once here:
+
+* layer 0's input contribution ``W_ih · [E_pitch[p], E_step[s], E_dur[d], E_vel[v]]`` is the sum
+  of four rows of per-field tables ``E_field · W_ih_field^T`` (bias folded into one of them);
+  with an input projection the tables give the projection's pre-activation instead;
+* each layer's ``[W_ih | W_hh]`` is one matrix, applied to ``[x, h]`` in one product.
+
+``LeanStep(model)`` snapshots the weights: build a new one if the model is trained further.
+It gives the same ``h`` and ``c`` as ``NoteLSTM.step`` to float32 rounding (tested).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from livegen.model.lstm import NoteLSTM, State
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().to("cpu", torch.float32).numpy()
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    """In place; tanh-based, so large inputs never overflow ``exp``."""
+    np.multiply(x, 0.5, out=x)
+    np.tanh(x, out=x)
+    np.multiply(x, 0.5, out=x)
+    np.add(x, 0.5, out=x)
+    return x
+
+
+class LeanStep:
+    """``NoteLSTM.step`` for one note and batch 1 on the CPU: tokens + state -> (h of the top
+    layer as a (1, hidden) tensor, new state)."""
+
+    def __init__(self, model: NoteLSTM) -> None:
+        config = model.config
+        self.hidden = hidden = config.hidden
+        self.layers = config.layers
+        lstm = model.lstm
+        embeddings = (model.in_pitch, model.in_step, model.in_duration, model.in_velocity)
+        widths = [e.embedding_dim for e in embeddings]
+        first_bias = _numpy(lstm.bias_ih_l0 + lstm.bias_hh_l0)
+        if config.input_projection:
+            into, into_bias = _numpy(model.in_proj.weight), _numpy(model.in_proj.bias)
+        else:
+            into, into_bias = _numpy(lstm.weight_ih_l0), first_bias
+        self.tables: list[np.ndarray] = []
+        offset = 0
+        for embedding, width in zip(embeddings, widths):
+            table = _numpy(embedding.weight) @ into[:, offset : offset + width].T
+            self.tables.append(np.ascontiguousarray(table, dtype=np.float32))
+            offset += width
+        self.tables[0] += into_bias  # every step adds exactly one pitch row
+        self.projection = config.input_projection
+        if self.projection:  # layer 0 then reads relu(projection) through its own W_ih
+            self.first_input = np.ascontiguousarray(_numpy(lstm.weight_ih_l0))
+            self.first_bias = first_bias
+        self.recurrent = [np.ascontiguousarray(_numpy(lstm.weight_hh_l0))]
+        self.stacked: list[tuple[np.ndarray, np.ndarray]] = []  # layers >= 1: ([W_ih | W_hh], bias)
+        for layer in range(1, self.layers):
+            weight = np.concatenate([_numpy(getattr(lstm, f"weight_ih_l{layer}")),
+                                     _numpy(getattr(lstm, f"weight_hh_l{layer}"))], axis=1)
+            bias = _numpy(getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}"))
+            self.stacked.append((np.ascontiguousarray(weight), bias))
+
+    def _cell(self, gates: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """torch's gate order i, f, g, o."""
+        i, f, g, o = gates.reshape(4, self.hidden)
+        _sigmoid(i), _sigmoid(f), np.tanh(g, out=g), _sigmoid(o)
+        c_new = f * c
+        c_new += i * g
+        h_new = np.tanh(c_new)
+        h_new *= o
+        return h_new, c_new
+
+    def __call__(self, tokens: tuple[int, int, int, int], state: State | None) -> tuple[torch.Tensor, State]:
+        pitch, step, duration, velocity = tokens
+        if state is None:
+            hs = np.zeros((self.layers, self.hidden), np.float32)
+            cs = np.zeros((self.layers, self.hidden), np.float32)
+        else:
+            hs = state[0].detach().numpy().reshape(self.layers, self.hidden)
+            cs = state[1].detach().numpy().reshape(self.layers, self.hidden)
+        t = self.tables
+        x = t[0][pitch] + t[1][step]
+        x += t[2][duration]
+        x += t[3][velocity]
+        if self.projection:
+            np.maximum(x, 0.0, out=x)
+            gates = self.first_input @ x
+            gates += self.first_bias
+        else:
+            gates = x
+        gates += self.recurrent[0] @ hs[0]
+        new_h = np.empty_like(hs)
+        new_c = np.empty_like(cs)
+        new_h[0], new_c[0] = self._cell(gates, cs[0])
+        for layer, (weight, bias) in enumerate(self.stacked, start=1):
+            gates = weight @ np.concatenate([new_h[layer - 1], hs[layer]])
+            gates += bias
+            new_h[layer], new_c[layer] = self._cell(gates, cs[layer])
+        h_out = torch.from_numpy(new_h)
+        return h_out[-1:], (h_out.view(self.layers, 1, self.hidden), torch.from_numpy(new_c).view(self.layers, 1, self.hidden))
