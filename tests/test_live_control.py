@@ -6,11 +6,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 
 import pytest
 
 from daemon_driver import wait
 from livegen import presets
+from livegen.engine.tempo import ClockFollower
 from midi_probe import MidiProbe, note_offs, note_ons, port_matcher, unmatched
 
 SHIPPED = sorted(p.stem for p in presets.SHIPPED_DIR.glob("*.toml"))
@@ -59,13 +61,17 @@ def test_the_panic_cc_silences_a_playing_answer_within_20_ms(daemon):
 
 
 class ClockSender:
-    """A second JACK client sending Start then 24 ticks per beat at absolute times."""
+    """A second JACK client sending Start then 24 ticks per beat at absolute times, and a
+    witness client that hears the ticks as JACK delivers them (alongside livegen)."""
 
     def __init__(self, bpm: float):
         self.tick = 60.0 / bpm / 24
         self.sent: list[float] = []
         self.probe = MidiProbe("probe-clock")
         self.probe.play_into(port_matcher("livegen", "in"))
+        self.witness = MidiProbe("probe-witness")
+        self.witness.listen_to(lambda name: name.startswith("probe-clock:"))
+        time.sleep(0.1)  # let JACK settle the connections
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -81,15 +87,23 @@ class ClockSender:
             self.sent.append(self.probe.send([0xF8]))
             i += 1
 
-    def grid(self, division_ticks: int):
-        """(origin, step) fitted to the send times of the ticks."""
-        xs = list(range(len(self.sent)))
-        slope, intercept = statistics.linear_regression(xs, self.sent)
-        return intercept, slope * division_ticks
+    def delivered(self) -> list[float]:
+        """Arrival times of the ticks at the witness."""
+        return [t for t, m in self.witness.messages if m == [0xF8]]
+
+    @staticmethod
+    def grid(times: list[float], division_ticks: int):
+        """(origin, step) of the line fitted to tick times, late ticks discounted as the daemon
+        does (tests/engine/test_tempo_control.py checks that fit against known lines)."""
+        follower = ClockFollower()
+        follower._ticks = deque(enumerate(times))
+        origin, tick = follower.fit()
+        return origin, tick * division_ticks
 
     def close(self):
         self._stop.set()
         self._thread.join(2)
+        self.witness.close()
         self.probe.close()
 
 
@@ -101,34 +115,37 @@ def test_quantised_answers_fall_on_the_clock_grid(daemon, capsys):
         d.probe.play([60, 62, 64, 65], hold=0.1, rest=0.15)
         assert wait(lambda: len(note_ons(d.probe.messages, channel=1)) == 8
                     and not unmatched(d.probe.messages, channel=1), timeout=15)
-        origin, step = clock.grid(6)
     finally:
         clock.close()
-    assert abs(step - 0.125) < 0.001
-
-    def off_grid(t):
-        k = round((t - origin) / step)
-        return abs(t - (origin + k * step))
-
+    sent, delivered = clock.sent, clock.delivered()
+    assert len(sent) - 2 <= len(delivered) <= len(sent)  # the last tick or two may still be on the way
+    sent = sent[: len(delivered)]
+    delays = [b - a for a, b in zip(sent, delivered)]
     intended = [e["intended"] for e in d.events("note_on")]
     arrived = [t for t, _ in note_ons(d.probe.messages, channel=1)]
-    assert len(intended) == 8
-    signed = lambda t: t - (origin + round((t - origin) / step) * step)  # noqa: E731
+    respond = d.events("respond")[0]
+    assert len(intended) == 8 and respond["grid_from"] == "clock"
+    assert intended[0] >= d.events("trigger")[0]["t"] - 1e-6  # first note on a grid point at or after the gap end
+
+    def off(times, grid):  # signed distance of each time to the nearest point of the grid, ms
+        origin, step = grid
+        return [round((t - origin - round((t - origin) / step) * step) * 1000, 2) for t in times]
+
+    sender_grid, delivered_grid = clock.grid(sent, 6), clock.grid(delivered, 6)
+    assert abs(delivered_grid[1] - 0.125) < 0.001
+    steady = max(delays) - min(delays) < 0.003
     with capsys.disabled():
-        print("\nintended", [round(signed(t) * 1000, 2) for t in intended], "arrived", [round(signed(t) * 1000, 2) for t in arrived])
-    g_origin, g_step = d.events("respond")[0]["grid"]
-    on_own = [abs(t - (g_origin + round((t - g_origin) / g_step) * g_step)) for t in intended]
-    assert max(on_own) <= 0.002  # scheduled onsets sit on the grid the daemon fitted to the ticks it received
-    # vs the client's send grid: the daemon only sees tick *arrivals*; JACK's dummy driver delivers them
-    # with a latency that drifts (measured 5-15 ms here), so this bound is loose on purpose.
-    assert max(off_grid(t) for t in intended) <= 0.025
-    trigger = d.events("trigger")[0]
-    assert intended[0] >= trigger["t"] - 1e-6  # first note on a grid point at or after the gap end
-    arrival = sorted(off_grid(t) for t in arrived)
-    with capsys.disabled():
-        print(f"\nclock grid: intended max {max(off_grid(t) for t in intended) * 1000:.2f} ms, "
-              f"arrival median {arrival[len(arrival) // 2] * 1000:.2f} ms max {arrival[-1] * 1000:.2f} ms")
-    assert arrival[-1] <= 0.030
+        print(f"\nclock grid: JACK delivered the ticks {min(delays) * 1000:.2f}..{max(delays) * 1000:.2f} ms after "
+              f"sending; onsets (ms) vs the delivered grid: scheduled {off(intended, delivered_grid)}, "
+              f"arrived {off(arrived, delivered_grid)}; scheduled vs the sent grid {off(intended, sender_grid)}")
+    # The daemon can only know the clock as it arrives: on that grid, scheduled onsets within 2 ms...
+    assert max(map(abs, off(intended, delivered_grid))) <= 2.0
+    # ...and, when JACK delivered the ticks with a steady latency (its dummy driver falls behind on an
+    # overloaded machine and then delivers everything tens of ms late), on the sender's grid too.
+    if steady:
+        assert max(map(abs, off(intended, sender_grid))) <= 2.0
+    # at the client: plus about one JACK period (64 frames, 1.3 ms here) of delivery
+    assert statistics.median(map(abs, off(arrived, delivered_grid))) <= 3.0
 
 
 def test_learn_binds_the_next_cc_and_writes_the_preset(jack_server, midi_probe, quick_model, tmp_path):

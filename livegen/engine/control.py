@@ -87,11 +87,11 @@ class TimedScheduler:
                 for old in list(self._timing)[:-32]:
                     del self._timing[old]
 
-    def grid_of(self, tag: Hashable) -> list[float] | None:
-        """[origin, step] of the grid answer ``tag`` snaps to, for the log."""
+    def grid_of(self, tag: Hashable) -> Grid | None:
+        """The grid answer ``tag`` snaps to (for the log), or None."""
         with self._lock:
             timing = self._timing.get(tag)
-        return None if timing is None or timing.grid is None else [timing.grid.origin, timing.grid.step]
+        return None if timing is None else timing.grid
 
     def schedule_note(self, pitch, velocity, channel, on_at, off_at, tag=None):
         with self._lock:

@@ -285,11 +285,13 @@ class Session:
                 self._cancel(speculation[0])
             self._playing, request = self._answer(max(end.t, now))
         p = request.params
+        grid = self.timing.grid_of(request.tag)
         self._log({**record, "temperature": p.temperature})
         self._log({"event": "respond", "t": now, "tag": request.tag, "start_at": request.start_at,
                    "temperature": p.temperature, "top_p": p.top_p, "length": request.length,
                    "mode": self.config.mode, "preset": self.config.name,
-                   "grid": self.timing.grid_of(request.tag)})
+                   "grid": None if grid is None else [grid.origin, grid.step],
+                   "grid_from": None if grid is None else grid.source})
 
     def _answer(self, start_at: float) -> tuple[int, ResponseRequest]:
         config = self.config
@@ -313,13 +315,15 @@ class Session:
         """The grid this answer snaps to: the MIDI clock's, else the phrase tempo's, or None."""
         if self.config.quantize == "off":
             return None
-        if self.tempo.present(start_at):
+        # Is the clock running *now*: a speculative answer's start is a whole gap ahead, later
+        # than any tick received, which would read as a stopped clock.
+        if self.tempo.present(self.clock()):
             return self.tempo.grid(self.config.quantize)
         onsets = self.phrase.onsets or self.phrase.last_onsets
         beat = phrase_beat(onsets)
         if beat is None:
             return None
-        return Grid(onsets[0], beat * DIVISIONS[self.config.quantize])
+        return Grid(onsets[0], beat * DIVISIONS[self.config.quantize], source="phrase")
 
     def _follow_tempo(self, now: float) -> None:
         """With ``gap_beats``, keep the phrase gap at that many beats of the known tempo."""

@@ -22,6 +22,7 @@ TICKS_PER_BEAT = 24
 FIT_TICKS = 192  # four beats of ticks in the fit: the slope error grows as the grid is extrapolated
 CLOCK_TIMEOUT_S = 0.5  # no tick for this long: the clock is gone
 CHORD_TOLERANCE_S = 0.035
+LATE_TICK_S = 0.002  # a tick this much later than the fitted line is never called an outlier
 
 DIVISIONS = {"1/4": 1.0, "1/8": 0.5, "1/8t": 1 / 3, "1/16": 0.25, "1/16t": 1 / 6, "1/32": 0.125}
 """Grid step in beats (quarter notes) per quantize setting."""
@@ -33,6 +34,7 @@ class Grid:
 
     origin: float
     step: float
+    source: str = "clock"  # what the tempo came from: "clock" (MIDI clock) or "phrase" (the player's onsets)
 
     def snap(self, t: float, not_before: float | None = None) -> float:
         """The grid point nearest ``t``, but never before ``not_before``."""
@@ -75,17 +77,27 @@ class ClockFollower:
         return self.running and len(self._ticks) >= 6 and now - self._ticks[-1][1] < CLOCK_TIMEOUT_S
 
     def fit(self) -> tuple[float, float] | None:
-        """(time of tick 0, seconds per tick) by least squares over the last ticks."""
+        """(time of tick 0, seconds per tick) by least squares over the last ticks.
+
+        Ticks can arrive late (a stalled scheduler, a busy MIDI driver) but never early, so after
+        a first fit the ticks far above the line are dropped and the line fitted again: a burst
+        of late ticks then no longer tilts the grid.
+        """
         if len(self._ticks) < 2:
             return None
-        xs = [i for i, _ in self._ticks]
-        ys = [t for _, t in self._ticks]
-        mx, my = statistics.fmean(xs), statistics.fmean(ys)
-        sxx = sum((x - mx) ** 2 for x in xs)
-        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
-        if slope <= 0:
-            return None
-        return my - slope * mx, slope
+        points = list(self._ticks)
+        fitted = _line(points)
+        if fitted is None or len(points) < 8:
+            return fitted
+        origin, slope = fitted
+        residuals = [t - (origin + i * slope) for i, t in points]
+        centre = statistics.median(residuals)
+        spread = statistics.median(abs(r - centre) for r in residuals)
+        limit = centre + max(4.0 * 1.4826 * spread, LATE_TICK_S)
+        kept = [p for p, r in zip(points, residuals) if r <= limit]
+        if len(kept) == len(points) or len(kept) < len(points) // 2:
+            return fitted
+        return _line(kept) or fitted
 
     @property
     def beat(self) -> float | None:
@@ -108,6 +120,20 @@ class ClockFollower:
         # is extrapolated over the answer's length only.
         anchor = int(self._ticks[-1][0] // step_ticks * step_ticks)
         return Grid(origin + anchor * tick, tick * step_ticks)
+
+
+def _line(points: list[tuple[int, float]]) -> tuple[float, float] | None:
+    """Least-squares (intercept, slope) of time over tick index; None unless the slope is positive."""
+    xs = [i for i, _ in points]
+    ys = [t for _, t in points]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx == 0:
+        return None
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+    if slope <= 0:
+        return None
+    return my - slope * mx, slope
 
 
 def phrase_beat(onsets: list[float]) -> float | None:

@@ -15,6 +15,19 @@ def test_clock_follower_fits_tempo_and_grid_through_jitter():
     assert abs(point - 11.125) < 0.002
 
 
+def test_a_burst_of_late_ticks_does_not_tilt_the_grid():
+    clock = ClockFollower()
+    clock.start(0.0)
+    tick = 0.5 / 24
+    for i in range(192):
+        late = 0.060 if 100 <= i < 110 else (0.0005 if i % 2 else 0.0)  # a 10-tick stall of 60 ms
+        clock.tick(10.0 + i * tick + late)
+    origin, period = clock.fit()
+    assert abs(period - tick) < 2e-6 and abs(origin - 10.0) < 0.001
+    grid = clock.grid("1/16")
+    assert abs(grid.ceil(10.0 + 200 * tick) - (10.0 + 204 * tick)) < 0.001
+
+
 def test_grid_snap_never_before():
     grid = Grid(0.0, 0.25)
     assert grid.ceil(0.26) == 0.5
