@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import os
+import struct
+import warnings
 from contextlib import redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,7 @@ PITCH, STEP, DURATION, VELOCITY = range(4)
 """Column indices of a note array."""
 
 MIDI_PITCHES = 128
+HEADER_BYTES = 14  # MThd, its length (6) and format, tracks, division
 WRITE_RESOLUTION = 960  # ticks per beat; at 120 BPM one tick is 0.52 ms
 WRITE_TEMPO = 120.0
 
@@ -95,17 +98,94 @@ def resolve_unisons(notes: Iterable[Note]) -> list[Note]:
 
 
 def load_pretty_midi(path: str | os.PathLike) -> "pretty_midi.PrettyMIDI":
-    """Parse a MIDI file, turning every parser failure into MidiFileError naming the file."""
-    pretty_midi = import_pretty_midi()  # heavy import, only needed here
+    """Parse a MIDI file, turning every failure into one MidiFileError naming the file and why.
 
+    The chunk structure is checked first (see midi_structure_problem), because mido reports a
+    truncated or lying header as a bare EOFError or IndexError.  pretty_midi's warnings (tempo
+    events on other tracks...) are silenced: the file is read anyway, and stderr carries only
+    livegen's own one-line errors.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise MidiFileError(path, "no such file")
+    data = read_input_file(path, "MIDI file")
+    problem = midi_structure_problem(data)
+    if problem is not None:
+        raise MidiFileError(path, f"not a readable MIDI file ({problem})")
+    pretty_midi = import_pretty_midi()  # heavy import, only needed here
     try:
-        return pretty_midi.PrettyMIDI(str(path))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return pretty_midi.PrettyMIDI(io.BytesIO(data))
     except Exception as exc:  # pretty_midi/mido raise many types on bad bytes
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MidiFileError(path, f"not a readable MIDI file ({reason})") from exc
+        raise MidiFileError(path, f"not a readable MIDI file ({_parse_failure(exc)})") from exc
+
+
+def read_input_file(path: Path, what: str) -> bytes:
+    """The bytes of an input file; MidiFileError saying plainly why not (missing, folder, denied)."""
+    if path.is_dir():
+        raise MidiFileError(path, f"is a directory, not a {what}")
+    if not path.exists():
+        raise MidiFileError(path, "no such file")
+    if not path.is_file():
+        raise MidiFileError(path, f"not a regular file (a device or pipe?), not a {what}")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise MidiFileError(path, f"cannot read ({exc.strerror or exc})") from exc
+
+
+def midi_structure_problem(data: bytes) -> str | None:
+    """Why the chunks of a Standard MIDI File do not add up, or None if they do.
+
+    Walks the header and the declared tracks without parsing events, so truncation at any
+    offset, header lengths and track counts that lie, and track lengths past the end of the
+    file are reported as such (mido would say EOFError).  Bytes after the last declared track
+    are ignored, as mido ignores them.
+    """
+    if not data:
+        return "empty file"
+    if data[:4] != b"MThd":
+        return "not a MIDI file: it does not start with MThd"
+    if len(data) < HEADER_BYTES:
+        return f"truncated: the header needs {HEADER_BYTES} bytes, the file has {len(data)}"
+    length, _format, tracks, division = struct.unpack(">IHHH", data[4:HEADER_BYTES])
+    if length < 6:
+        return f"corrupt header: it declares {length} bytes, at least 6 are needed"
+    if 8 + length > len(data):
+        return f"truncated or corrupt header: it declares {length} bytes, {len(data) - 8} follow"
+    if tracks == 0:
+        return "no tracks: the header declares 0"
+    if division & 0x8000:
+        return "SMPTE time division is not supported, only ticks per beat"
+    if division == 0:
+        return "corrupt header: 0 ticks per beat"
+    offset = 8 + length
+    for number in range(1, tracks + 1):
+        left = len(data) - offset
+        if left <= 0:
+            return f"truncated: the header declares {tracks} tracks, the file ends after {number - 1}"
+        if left < 8:
+            return f"truncated inside the chunk header of track {number}"
+        kind, size = data[offset : offset + 4], int.from_bytes(data[offset + 4 : offset + 8], "big")
+        if kind != b"MTrk":
+            return f"corrupt: track {number} should start with MTrk at byte {offset}, found {kind!r}"
+        if size > left - 8:
+            return f"truncated: track {number} declares {size} bytes, {left - 8} follow"
+        if size == 0:
+            return f"corrupt: track {number} is empty (0 bytes, not even an end-of-track event)"
+        offset += 8 + size
+    return None
+
+
+def _parse_failure(exc: Exception) -> str:
+    """A parser exception as a reason a user can act on."""
+    text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    if isinstance(exc, EOFError):
+        return "truncated or corrupt: a track ends in the middle of an event"
+    if isinstance(exc, ZeroDivisionError):
+        return "corrupt timing: a tempo of 0"
+    if isinstance(exc, (IndexError, KeyError, struct.error)):
+        return f"corrupt event data ({type(exc).__name__}: {text})" if text else "corrupt event data"
+    return text or type(exc).__name__
 
 
 def read_midi(path: str | os.PathLike, instrument: int | str | None = None) -> list[Note]:

@@ -18,6 +18,7 @@ import dataclasses
 import os
 import tomllib
 import typing
+import unicodedata
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ MODES = ("call-response", "overlap", "mirror")
 QUANTIZE = ("off", "1/4", "1/8", "1/8t", "1/16", "1/16t", "1/32")
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "presets"
 DEFAULT_NAME = "default"
+MODEL_CONFIG = "config.json"  # livegen.model.checkpoint.CONFIG_FILE, named here without importing torch
 
 
 def _range(low: float, high: float, doc: str) -> dict:
@@ -91,7 +93,7 @@ class Controls:
     panic: int = field(default=-1, metadata=CC)
     end_call: int = field(default=-1, metadata=CC)
     mute: int = field(default=-1, metadata=CC)
-    state_out: int = field(default=-1, metadata=_range(-1, 127, "CC sent on the answer channel: 0 idle, 64 listening, 127 playing (-1 = off)"))
+    state_out: int = field(default=-1, metadata=_range(-1, 119, "CC sent on the answer channel: 0 idle, 64 listening, 127 playing (-1 = off; not 64, the pedal, nor 120..127, channel mode)"))
     temperature_min: float = field(default=0.1, metadata=_range(0.0, 10.0, "temperature at knob value 0"))
     temperature_max: float = field(default=2.0, metadata=_range(0.0, 10.0, "temperature at knob value 127"))
     length_min: int = field(default=1, metadata=_range(1, 4096, "answer notes at knob value 0"))
@@ -136,6 +138,8 @@ def _fail(path: object, key: str, value: object, allowed: str) -> PresetError:
 
 
 def _check_scalar(path: object, key: str, value: object, kind: type, meta: dict) -> object:
+    """``value`` checked against its field's type and metadata (TOML's true is not an integer,
+    nan and inf are out of every range)."""
     if kind is bool:
         if not isinstance(value, bool):
             raise _fail(path, key, value, "expected true or false")
@@ -146,17 +150,24 @@ def _check_scalar(path: object, key: str, value: object, kind: type, meta: dict)
     elif kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _fail(path, key, value, f"expected a number in {_describe(meta)}")
-        value = float(value)
     elif kind is str:
         if not isinstance(value, str):
             raise _fail(path, key, value, f"expected a string{' in ' + _describe(meta) if 'choices' in meta else ''}")
+        bad = next((c for c in value if _is_control(c)), None)
+        if bad is not None:
+            raise _fail(path, key, value, f"control character {bad!r} not allowed in a string")
     if "range" in meta:
         low, high = meta["range"]
-        if not low <= value <= high:
+        if not low <= value <= high:  # False for nan; compared before float() so 10**400 cannot overflow
             raise _fail(path, key, value, f"out of range, allowed {low}..{high}")
     if "choices" in meta and value not in meta["choices"]:
         raise _fail(path, key, value, f"allowed: {', '.join(meta['choices'])}")
-    return value
+    return float(value) if kind is float else value
+
+
+def _is_control(char: str) -> bool:
+    """Terminal control characters (escape sequences...); tab and newline are text."""
+    return unicodedata.category(char) == "Cc" and char not in "\t\n"
 
 
 def _describe(meta: dict) -> str:
@@ -184,15 +195,26 @@ def _build(cls: type, data: dict, path: object, prefix: str = "", base: object |
         elif typing.get_origin(kind) is list:
             (item,) = typing.get_args(kind)
             if not isinstance(value, list):
-                raise _fail(path, full, value, f"expected a list of {item.__name__}")
+                what = {int: "integers", str: "strings", float: "numbers"}.get(item, item.__name__)
+                allowed = f" in {_describe(meta)}" if "range" in meta or "choices" in meta else ""
+                raise _fail(path, full, value, f"expected a list of {what}{allowed}")
             values[key] = [_check_scalar(path, f"{full}[{i}]", v, item, meta) for i, v in enumerate(value)]
         else:
             values[key] = _check_scalar(path, full, value, kind, meta)
     return cls(**values)
 
 
+SUSTAIN_CC = 64
+
+
 def _check_consistency(preset: Preset, path: object) -> None:
+    """Rules between keys, and values a range cannot say (a name that is a path, CC 64)."""
+    name = preset.name
+    if not name.strip() or "/" in name or "\\" in name or name in (".", ".."):
+        raise _fail(path, "name", name, "a preset name: not empty, no / or \\, not . or ..")
     s, c = preset.sampling, preset.controls
+    if c.state_out == SUSTAIN_CC:
+        raise _fail(path, "controls.state_out", c.state_out, "64 is the sustain pedal (it would hold every note); allowed -1..119 except 64")
     if s.pitch_low > s.pitch_high:
         raise _fail(path, "sampling.pitch_low", s.pitch_low, f"must be <= sampling.pitch_high ({s.pitch_high})")
     for low, high in (("temperature_min", "temperature_max"), ("length_min", "length_max"), ("gap_min_ms", "gap_max_ms")):
@@ -240,6 +262,8 @@ def find(spec: str) -> Path:
     """The file of a preset name or path; PresetError listing what exists if none."""
     if is_path(spec):
         path = Path(spec).expanduser()
+        if path.is_dir():
+            raise PresetError(f"{path}: is a directory, not a preset file")
         if not path.is_file():
             raise PresetError(f"{path}: no such preset file")
         return path
@@ -267,33 +291,53 @@ def load(spec: str | os.PathLike | None) -> Preset:
         return Preset()
     path = find(str(spec))
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
     except OSError as exc:
         raise PresetError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise PresetError(f"{path}: not UTF-8 text (byte {exc.start}); a preset is a UTF-8 TOML file") from exc
     except tomllib.TOMLDecodeError as exc:
         raise PresetError(f"{path}: not valid TOML ({exc})") from exc
     data.setdefault("name", path.stem)
     preset = preset_from_dict(data, path)
     preset.path = path.resolve()
     if preset.model:
-        model = Path(preset.model).expanduser()
-        if not model.is_absolute():
-            model = preset.path.parent / model
-        if not model.exists():
-            raise _fail(path, "model", preset.model, f"no such model folder ({model})")
-        preset.model = str(model.resolve())
-    for name in preset.controls.switch:
-        if not is_path(name) and name not in available():
-            raise _fail(path, "controls.switch", name, f"not a preset; presets: {', '.join(sorted(available()))}")
+        preset.model = str(_model_folder(path, preset.model, preset.path.parent))
+    for index, name in enumerate(preset.controls.switch):
+        key = f"controls.switch[{index}]"
+        if is_path(name):
+            target = _relative_to(preset.path.parent, name)
+            if not target.is_file():
+                raise _fail(path, key, name, f"no such preset file ({target})")
+        elif name not in available():
+            raise _fail(path, key, name, f"not a preset; presets: {', '.join(sorted(available()))}")
     return preset
+
+
+def _relative_to(folder: Path, name: str) -> Path:
+    """A path from a preset: ``~`` expanded, relative paths taken from the preset's folder."""
+    target = Path(name).expanduser()
+    return target if target.is_absolute() else folder / target
+
+
+def _model_folder(path: Path, value: str, folder: Path) -> Path:
+    """The preset's ``model``, resolved from its folder and checked to be a model folder."""
+    model = _relative_to(folder, value)
+    if not model.exists():
+        raise _fail(path, "model", value, f"no such model folder ({model})")
+    if not model.is_dir():
+        raise _fail(path, "model", value, f"not a folder ({model}); a model folder holds {MODEL_CONFIG}")
+    if not (model / MODEL_CONFIG).is_file():
+        raise _fail(path, "model", value, f"not a model folder ({model} has no {MODEL_CONFIG})")
+    return model.resolve()
 
 
 def load_switch_list(preset: Preset) -> list[Preset]:
     """The presets program change 0, 1, 2... switch to (paths relative to the preset file)."""
     out = []
     for name in preset.controls.switch:
-        if is_path(name) and preset.path is not None and not Path(name).expanduser().is_absolute():
-            name = str(preset.path.parent / name)
+        if is_path(name) and preset.path is not None:
+            name = str(_relative_to(preset.path.parent, name))
         out.append(preset if name == preset.name else load(name))
     return out
 
@@ -307,10 +351,19 @@ def _toml_value(value: object) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return _toml_string(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {value!r} to TOML")
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string: quotes, backslashes and control characters escaped, so any text
+    (a multi-line description) survives a rewrite by MIDI learn."""
+    escapes = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t"}
+    return '"' + "".join(
+        escapes.get(c) or (f"\\u{ord(c):04x}" if unicodedata.category(c) == "Cc" else c) for c in text
+    ) + '"'
 
 
 def dumps(preset: Preset) -> str:

@@ -218,8 +218,12 @@ class MarkovModel:
             data = json.loads((directory / COUNTS_FILE).read_text())
         except FileNotFoundError as exc:
             raise ModelError(f"{directory}: not a Markov model folder (missing {Path(exc.filename).name})") from exc
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except OSError as exc:
+            raise ModelError(f"{directory}: cannot read the Markov model ({exc.strerror or exc}: {exc.filename})") from exc
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise ModelError(f"{directory}: Markov model files are not valid JSON ({exc})") from exc
+        if not isinstance(config_data, dict) or not isinstance(data, dict):
+            raise ModelError(f"{directory}: not a Markov model (config.json and {COUNTS_FILE} must be JSON objects)")
         if config_data.get("arch") != ARCH or data.get("format") != FORMAT:
             raise ModelError(f"{directory}: not a Markov model (arch {config_data.get('arch')!r})")
         if data.get("format_version") != FORMAT_VERSION:

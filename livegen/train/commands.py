@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from livegen.argtypes import number
-from livegen.errors import LivegenError, ModelError, TrainingDataError
+from livegen.errors import LivegenError, ModelError, OutputFileError, TrainingDataError
 
 ARCH_CHOICES = {"note-lstm": "note-lstm", "lstm": "note-lstm", "seed": "seed-lstm", "seed-lstm": "seed-lstm",
                 "markov": "markov"}
@@ -240,10 +240,15 @@ def run_train(args: argparse.Namespace) -> int:
         if not files:
             raise TrainingDataError("no training data: give --data PATH and/or --corpus music21")
         if main:
-            out.mkdir(parents=True, exist_ok=True)
+            if out.exists() and not out.is_dir():
+                raise OutputFileError(out, "is not a folder")
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise OutputFileError(out, f"cannot create the folder ({exc.strerror or exc})") from exc
         ingested = _ingest(files, args, dist_info, log)
         if not ingested.pieces:
-            raise TrainingDataError(f"none of the {len(files)} files gave a usable piece")
+            raise ingested.nothing_usable()
         if recorded is not None:
             split = {k: recorded[k] for k in ("train", "validation", "test")}
         else:
@@ -358,6 +363,17 @@ Settings: {json.dumps(config.to_dict())}
 # --- eval ----------------------------------------------------------------------------------------
 
 
+def write_text_output(path: Path, text: str) -> None:
+    """Write a report; OutputFileError naming the file when it cannot be written."""
+    from livegen.notes import prepare_output
+
+    path = prepare_output(path)
+    try:
+        path.write_text(text)
+    except OSError as exc:
+        raise OutputFileError(path, f"cannot write ({exc.strerror or exc})") from exc
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from livegen import __version__
     from livegen.model.device import resolve_device
@@ -390,7 +406,7 @@ def run_eval(args: argparse.Namespace) -> int:
     ingested = _ingest(files, args, log=log)
     pieces = ingested.pieces if wanted is None else select(ingested.pieces, wanted)
     if not pieces:
-        raise TrainingDataError(f"none of the {len(files)} evaluation files gave a usable piece")
+        raise ingested.nothing_usable("evaluation files")
 
     markov = None
     markov_info = None
@@ -433,8 +449,7 @@ def run_eval(args: argparse.Namespace) -> int:
     }
     text = json.dumps(report, indent=2)
     if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text + "\n")
+        write_text_output(args.output, text + "\n")
     if args.json:
         print(text)
     else:

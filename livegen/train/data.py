@@ -63,6 +63,11 @@ class Ingested:
     def notes(self) -> int:
         return sum(len(p.notes) for p in self.pieces)
 
+    def nothing_usable(self, what: str = "files") -> TrainingDataError:
+        """The error for an ingestion that kept no piece, naming the first skipped file and why."""
+        first = f" (e.g. {self.skipped[0][0]}: {self.skipped[0][1]})" if self.skipped else ""
+        return TrainingDataError(f"none of the {self.files} {what} gave a usable piece{first}")
+
     def summary(self, limit: int = 10) -> str:
         lines = [f"{self.files} files -> {len(self.pieces)} pieces, {self.notes} notes; {len(self.skipped)} skipped"]
         for file_id, reason in self.skipped[:limit]:
@@ -449,11 +454,15 @@ def read_split(directory: str | os.PathLike) -> dict:
     if not path.is_file():
         raise TrainingDataError(f"{path}: no split file (train the model with `livegen train` to write one)")
     try:
-        data = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise TrainingDataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise TrainingDataError(f"{path}: not valid JSON ({exc})") from exc
-    if not all(isinstance(data.get(k), list) for k in SPLITS):
-        raise TrainingDataError(f"{path}: expected lists {', '.join(SPLITS)}")
+    if not isinstance(data, dict) or not all(
+        isinstance(data.get(k), list) and all(isinstance(i, str) for i in data[k]) for k in SPLITS
+    ):
+        raise TrainingDataError(f"{path}: expected lists of piece ids {', '.join(SPLITS)}")
     return data
 
 

@@ -152,9 +152,10 @@ def load_predictor(spec: str, device: torch.device, markov: MarkovModel | None =
     path = Path(spec)
     config_path = path / "config.json" if path.is_dir() else path
     try:
-        arch = json.loads(config_path.read_text()).get("arch")
-    except (OSError, ValueError):
-        arch = None  # load_model explains what is wrong
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        config = None  # load_model explains what is wrong
+    arch = config.get("arch") if isinstance(config, dict) else None
     if arch == MARKOV:
         return MarkovPredictor(MarkovModel.load(path))
     model = load_model(path, device=device)
