@@ -27,9 +27,12 @@ class Daemon:
     """`livegen run` as a real process on the test JACK server, with a MidiProbe connected to
     its ports once it printed its ready line."""
 
+    command: tuple[str, ...] = ("-m", "livegen")
+    """What follows the interpreter on the command line (a subclass may run a launcher script)."""
+
     def __init__(self, server, probe, model_dir, tmp_path, *extra):
         self.log_path = tmp_path / "events.jsonl"
-        args = [sys.executable, "-m", "livegen", "run", "--model", str(model_dir), "--midi-api", "jack",
+        args = [sys.executable, *self.command, "run", "--model", str(model_dir), "--midi-api", "jack",
                 "--no-synth", "--seed", "1", "--log-json", str(self.log_path), *extra]
         self.process = subprocess.Popen(args, env=server.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.process.stdout.readline()

@@ -357,7 +357,7 @@ class Scheduler:
 
     def _error(self, message: str) -> None:
         self.errors.append(message)
-        self._emit({"event": "error", "message": message})
+        self._emit({"event": "error", "t": self._clock(), "message": message})
 
     def _emit(self, record: dict) -> None:
         if self._log is None:

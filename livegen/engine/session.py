@@ -153,21 +153,36 @@ class Session:
         """Stop every thread, close what the answer opened (note-offs, CC 123), keep the recording."""
         self._stop.set()
         deadline = time.monotonic() + timeout
+        left = lambda: max(0.1, deadline - time.monotonic())  # noqa: E731 - shared time budget
         if self._thread is not None:
             self._thread.join(max(0.0, deadline - time.monotonic()))
-        if self._playing is not None:
-            self.worker.cancel(self._playing)
-        if self._speculation is not None:
-            self.worker.cancel(self._speculation[0])
-        self.scheduler_thread.stop(max(0.1, deadline - time.monotonic()))
-        self.scheduler.close()  # note-offs for everything sounding, CC 123 per used channel
-        self.worker.stop(max(0.1, deadline - time.monotonic()))
+        # Each step runs even if one before it failed: a bug in one must not leave notes on.
+        self._guarded("stop", self._cancel_answers)
+        self._guarded("stop", self.scheduler_thread.stop, left())
+        self._guarded("stop", self.scheduler.close)  # note-offs for everything sounding, CC 123 per used channel
+        self._guarded("stop", self.worker.stop, left())
         now = self.clock()
-        for event in self.assembler.flush(now):
-            self._handle(event, now)
+        for event in self._guarded("stop", self.assembler.flush, now) or ():  # keys still held: released now
+            self._guarded("stop", self._handle, event, now)
+        self._silence_passthrough()
+
+    def _cancel_answers(self) -> None:
+        for tag in (self._playing, self._speculation[0] if self._speculation else None):
+            if tag is not None:
+                self.worker.cancel(tag)
+
+    def _guarded(self, where: str, action: Callable[..., object], *args: object) -> object:
+        """``action(*args)``; an exception is logged as an ``error`` event instead of raised."""
+        try:
+            return action(*args)
+        except Exception as exc:
+            self._log({"event": "error", "t": self.clock(), "message": f"{where}: {type(exc).__name__}: {exc}"})
+            return None
+
+    def _silence_passthrough(self) -> None:
         for sink in self.passthrough:
             if not sink.closed:
-                sink.all_notes_off()
+                self._guarded("passthrough", sink.all_notes_off)
 
     def __enter__(self) -> "Session":
         self.start()
@@ -230,11 +245,11 @@ class Session:
         self.phrase.on_event(event)
         if isinstance(event, NoteStarted):
             self._on_key(event)
-            for sink in self.passthrough:
-                sink.note_on(self.config.human_channel, event.pitch, event.velocity)
+            for sink in self.passthrough:  # one failing output must not keep the note from the others
+                self._guarded("passthrough", sink.note_on, self.config.human_channel, event.pitch, event.velocity)
         elif isinstance(event, NoteCompleted):
             for sink in self.passthrough:
-                sink.note_off(self.config.human_channel, event.note.pitch)
+                self._guarded("passthrough", sink.note_off, self.config.human_channel, event.note.pitch)
             if self.recorder is not None:
                 self.recorder.add_note(event.note)
         rows = self.window.pending_for_model()
@@ -371,9 +386,7 @@ class Session:
                 self.output.control(channel, mb.CC_ALL_NOTES_OFF, 0)
             except Exception as exc:
                 self._log({"event": "error", "t": self.clock(), "message": f"panic: {exc}"})
-        for sink in self.passthrough:
-            if not sink.closed:
-                sink.all_notes_off()
+        self._silence_passthrough()
 
     def _on_program(self, event: ProgramChanged) -> None:
         controls = self.config.controls

@@ -23,6 +23,13 @@ Because the base tracks sounding notes per channel, ``all_notes_off()`` sends a 
 each of them and then CC 123 on every channel used, and ``close()`` always does that first, so
 no subclass can forget to silence on exit.  ``close()`` is idempotent; sending to a closed sink
 raises ValueError, as a closed mido port does.
+
+A hook that raises never leaves a note hanging unnoticed: a failed note-on still counts as
+sounding (it may have gone out), a failed note-off makes the sink silence that channel at once
+(note-offs again, then CC 123: after a lost message the receiver's state is unknown, and CC 123
+is MIDI's way back to a known one), and a note is forgotten only once its note-off or its
+channel's CC 123 went out, so ``close()`` retries whatever is still owed.  The error is raised
+afterwards all the same, for the caller to report.
 """
 
 from __future__ import annotations
@@ -82,9 +89,13 @@ class Sink:
         channel, pitch = mb.check_channel(channel), mb.check_data("pitch", pitch)
         with self._lock:
             self._check_open()
-            self._note_off(channel, pitch)
-            self._sounding.get(channel, set()).discard(pitch)
             self._channels_used.add(channel)
+            try:
+                self._note_off(channel, pitch)
+            except Exception as exc:
+                self._after_failed_note_off(channel, pitch, exc)
+                raise
+            self._sounding.get(channel, set()).discard(pitch)
 
     def control(self, channel: int, control: int, value: int) -> None:
         channel = mb.check_channel(channel)
@@ -128,20 +139,37 @@ class Sink:
         self.close()
 
     def _silence(self, channels: Iterable[int] | None) -> None:
+        """Note-offs, then CC 123, per channel; a pitch stays owed only if both failed for it."""
         wanted = sorted(self._channels_used if channels is None else {mb.check_channel(c) for c in channels})
         errors: list[BaseException] = []
         for channel in wanted:
+            owed = set()
             for pitch in sorted(self._sounding.get(channel, ())):
                 try:
                     self._note_off(channel, pitch)
                 except Exception as exc:
                     errors.append(exc)
-            self._sounding.pop(channel, None)
+                    owed.add(pitch)
             try:
                 self._control(channel, mb.CC_ALL_NOTES_OFF, 0)
+                owed.clear()
             except Exception as exc:
                 errors.append(exc)
+            if owed:
+                self._sounding[channel] = owed
+            else:
+                self._sounding.pop(channel, None)
         _raise_first(errors)
+
+    def _after_failed_note_off(self, channel: int, pitch: int, error: BaseException) -> None:
+        """A note-off did not go out: silence the channel now rather than leave the note on.
+
+        What fails again stays owed (see ``_silence``) and is noted on ``error``.
+        """
+        try:
+            self._silence([channel])
+        except Exception as again:
+            error.add_note(f"silencing channel {channel + 1} failed too: {again!r}")
 
     def _check_open(self) -> None:
         if self._closed:
@@ -265,6 +293,10 @@ class MultiSink(Sink):
 
     def _close(self) -> None:
         self._fan_out(lambda sink: sink.close())
+
+    def _after_failed_note_off(self, channel: int, pitch: int, error: BaseException) -> None:
+        """Each child that failed has silenced that channel itself; the others are done."""
+        self._sounding.get(channel, set()).discard(pitch)
 
 
 class RecordingSink(Sink):
