@@ -124,6 +124,7 @@ class Session:
         self.timing = TimedScheduler(self.scheduler)
         self.worker = ResponseWorker(predictor, self.timing, log=self._log, clock=clock)
         self.switch = list(switch)
+        self._unswitched: set[int] = set()  # program numbers with no preset, already reported
         self.tempo = ClockFollower()
         self.muted = False
         self.panics = 0
@@ -393,8 +394,10 @@ class Session:
         if controls.channel is not None and event.channel != controls.channel:
             return
         if event.program >= len(self.switch):
-            self._log({"event": "error", "t": event.t,
-                       "message": f"program change {event.program}: only {len(self.switch)} presets to switch to"})
+            if event.program not in self._unswitched:  # said once per program, not on every press
+                self._unswitched.add(event.program)
+                self._log({"event": "error", "t": event.t,
+                           "message": f"program change {event.program}: only {len(self.switch)} presets to switch to"})
             return
         self.apply(self.switch[event.program])
         self._log({"event": "preset", "t": event.t, "program": event.program, "name": self.config.name})

@@ -73,6 +73,7 @@ class ResponseWorker:
         self._queue: queue.Queue = queue.Queue()
         self._guard = threading.Lock()  # a cancel cannot slip between check and schedule
         self._cancelled: set[int] = set()
+        self._pending: set[int] = set()  # tags queued or being sampled: only those can be cancelled
         self._thread: threading.Thread | None = None
         self.responding: int | None = None
         """Tag of the answer being sampled now, if any (the status line's "thinking")."""
@@ -101,12 +102,18 @@ class ResponseWorker:
             self._queue.put(("feed", rows))
 
     def respond(self, request: ResponseRequest) -> None:
+        with self._guard:
+            self._pending.add(request.tag)
         self._queue.put(("respond", request))
 
     def cancel(self, tag: int) -> None:
-        """Stop sampling answer ``tag``; notes it already scheduled are the scheduler's to cancel."""
+        """Stop sampling answer ``tag``; notes it already scheduled are the scheduler's to cancel.
+
+        Only a pending answer is remembered as cancelled, and only until its job ends, so the
+        set stays small however many speculative answers a long session cancels."""
         with self._guard:
-            self._cancelled.add(tag)
+            if tag in self._pending:
+                self._cancelled.add(tag)
 
     def is_cancelled(self, tag: int) -> bool:
         with self._guard:
@@ -127,7 +134,12 @@ class ResponseWorker:
                 if kind == "feed":
                     self._safely(lambda: self._predictor.feed(payload), None)
                 else:
-                    self._safely(lambda: self._respond(payload), payload.tag)
+                    try:
+                        self._safely(lambda: self._respond(payload), payload.tag)
+                    finally:
+                        with self._guard:
+                            self._pending.discard(payload.tag)
+                            self._cancelled.discard(payload.tag)
             finally:
                 self._queue.task_done()
 

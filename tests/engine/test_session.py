@@ -213,3 +213,17 @@ def test_end_call_controller_answers_at_once_and_min_notes_holds_the_gap():
         assert wait_until(lambda: len(ons(sink)) == 2)
     trigger = [r for r in log if r["event"] == "trigger" and r["notes"] == 2][0]
     assert trigger["reason"] == "end_call" and trigger["t"] == pytest.approx(pressed, abs=0.05)
+
+
+def test_a_program_change_without_a_preset_is_reported_once_not_on_every_press():
+    source, sink, log = QueueSource(), MemorySink(), []
+    with Session(source, ScriptedPredictor(), sink, SessionConfig(gap_s=0.2, length=2), log=log.append):
+        for _ in range(50):
+            source.put([0xC0, 5])
+        source.put([0xC0, 6])
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and len([e for e in log if e["event"] == "error"]) < 2:
+            time.sleep(0.01)
+        time.sleep(0.1)
+    errors = [e["message"] for e in log if e["event"] == "error"]
+    assert errors == ["program change 5: only 0 presets to switch to", "program change 6: only 0 presets to switch to"]
