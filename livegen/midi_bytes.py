@@ -7,6 +7,7 @@ these names, sinks build their messages with them, and tests assert on exact byt
 from __future__ import annotations
 
 import operator
+import re
 
 # Channel voice messages: the high nibble of the status byte; the low nibble is the channel.
 NOTE_OFF = 0x80
@@ -118,3 +119,139 @@ def all_notes_off(channel: int) -> list[int]:
 def all_sound_off(channel: int) -> list[int]:
     """CC 120: the receiver silences the channel at once, release tails included."""
     return control_change(channel, CC_ALL_SOUND_OFF, 0)
+
+
+SYSTEM_COMMON_DATA_BYTES = {
+    MTC_QUARTER_FRAME: 1,
+    SONG_POSITION: 2,
+    SONG_SELECT: 1,
+    TUNE_REQUEST: 0,
+}
+"""Data bytes following each defined system-common status (sysex aside)."""
+
+
+_STATUS_BYTE = re.compile(rb"[\x80-\xff]")
+
+
+class StreamParser:
+    """Whole messages out of raw MIDI bytes fed in arbitrary chunks, by the MIDI 1.0 receiver rules.
+
+    rtmidi normally hands over whole messages, but a broken driver or cable splits, joins and
+    corrupts them (and rtmidi's JACK input glues everything after an unterminated sysex into one
+    "message" until some message ends in F7); a note-off split in two or sent with running status
+    must still end its note, or the player's key stays down forever.  So state carries from one
+    ``feed`` to the next:
+
+    - a channel status sets the running status: later data bytes repeat it (``90 3C 64 3E 64`` is
+      two note-ons); system common and sysex clear it; real-time bytes (F8-FF) may come anywhere,
+      even inside another message, and leave everything as it was;
+    - a status byte abandons an unfinished message (truncated messages are dropped) and ends a
+      sysex, with or without its F7;
+    - sysex bodies are skipped, never buffered, so a huge or endless sysex costs no memory, and
+      they are skipped at C speed (a regex finds the next status byte);
+    - undefined status bytes (F4, F5 clear the running status; F9, FD do not) and data bytes with
+      no status to belong to are ignored, as the spec asks of receivers.
+
+    A chunk is anything ``bytes()`` takes once listed (ints 0-255, numpy ints, bytes); one that
+    holds anything else (a float, 300, a string) is dropped whole, and resets the parser.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget any unfinished message, running status and sysex."""
+        self._running: int | None = None
+        self._partial: list[int] = []
+        self._needed = 0  # data bytes that complete _partial
+        self._in_sysex = False
+
+    def feed(self, chunk: object) -> list[list[int]]:
+        """The messages ``chunk`` completes, in order; never raises."""
+        raw = _as_bytes(chunk)
+        if raw is None:
+            self.reset()
+            return []
+        if not raw:
+            return []
+        if not self._partial and not self._in_sysex:
+            whole = self._whole(raw)
+            if whole is not None:
+                return whole
+        messages: list[list[int]] = []
+        pos, end = 0, len(raw)
+        while pos < end:
+            byte = raw[pos]
+            if byte < STATUS_BIT and (self._in_sysex or (not self._partial and self._running is None)):
+                found = _STATUS_BYTE.search(raw, pos)  # sysex body or stray data: skip it
+                if found is None:
+                    break
+                pos = found.start()
+                continue
+            if byte >= TIMING_CLOCK:
+                if byte not in UNDEFINED_STATUS:
+                    messages.append([byte])
+            elif byte >= STATUS_BIT:
+                self._status(byte, messages)
+            elif self._partial:
+                self._data(byte, messages)
+            else:
+                self._start(self._running)  # type: ignore[arg-type]  # running status, checked above
+                self._data(byte, messages)
+            pos += 1
+        return messages
+
+    def _whole(self, raw: bytes) -> list[list[int]] | None:
+        """The fast path for what rtmidi normally delivers: one complete, clean message."""
+        status = raw[0]
+        if STATUS_BIT <= status < SYSEX_START:
+            if len(raw) == 1 + CHANNEL_MESSAGE_DATA_BYTES[status & STATUS_MASK] and max(raw[1:]) < STATUS_BIT:
+                self._running = status
+                return [list(raw)]
+        elif status == SYSEX_START:
+            if raw[-1] == SYSEX_END and len(raw) > 1 and _STATUS_BYTE.search(raw, 1, len(raw) - 1) is None:
+                self._running = None
+                return []
+        elif len(raw) == 1 and status >= TIMING_CLOCK:
+            return [] if status in UNDEFINED_STATUS else [[status]]
+        return None
+
+    def _status(self, status: int, messages: list[list[int]]) -> None:
+        self._partial = []
+        self._in_sysex = False
+        if status < SYSEX_START:
+            self._running = status
+            self._start(status)
+            return
+        self._running = None
+        if status == SYSEX_START:
+            self._in_sysex = True
+        elif status in SYSTEM_COMMON_DATA_BYTES:
+            self._start(status)
+            if self._needed == 0:
+                messages.append(self._partial)
+                self._partial = []
+        # SYSEX_END outside a sysex, F4, F5: nothing more to do
+
+    def _start(self, status: int) -> None:
+        self._partial = [status]
+        if status < SYSEX_START:
+            self._needed = CHANNEL_MESSAGE_DATA_BYTES[status & STATUS_MASK]
+        else:
+            self._needed = SYSTEM_COMMON_DATA_BYTES[status]
+
+    def _data(self, byte: int, messages: list[list[int]]) -> None:
+        self._partial.append(byte)
+        if len(self._partial) > self._needed:
+            messages.append(self._partial)
+            self._partial = []
+
+
+def _as_bytes(chunk: object) -> bytes | None:
+    """``chunk`` as bytes, or None if it is not a sequence of byte values."""
+    try:
+        if isinstance(chunk, (list, tuple, bytes, bytearray)):
+            return bytes(chunk)
+        return bytes(list(chunk))  # type: ignore[call-overload]  # not bytes(5), not a numpy buffer
+    except (TypeError, ValueError):
+        return None

@@ -1,10 +1,12 @@
 """Raw MIDI byte lists in, note-level events out: the first step on the engine thread.
 
 The rtmidi callback only timestamps and queues each message; the engine thread calls
-``NoteAssembler.feed`` with it.  A keyboard (or a cable) can send anything, so ``feed`` never
-raises: active sensing, aftertouch, pitch bend, sysex, undefined status bytes, data bytes
-without a status and truncated messages are dropped.  Each message must carry its own status
-byte (rtmidi delivers whole messages, so running status never reaches us).
+``NoteAssembler.feed`` with it.  A keyboard (or a cable, or a driver) can send anything, so
+``feed`` never raises.  rtmidi normally delivers whole messages, but what it hands over is read
+as a MIDI byte stream (``midi_bytes.StreamParser``): a message split over two deliveries, or
+several in one with running status, still counts, so a mangled note-off cannot leave a key down.
+Active sensing, aftertouch, pitch bend, sysex, undefined status bytes, data bytes without a
+status and truncated messages are dropped.
 
 Events:
 
@@ -114,10 +116,6 @@ _REALTIME_EVENTS = {
 }
 
 
-def _is_byte(value: object, low: int, high: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-
-
 @dataclass(slots=True)
 class _Sounding:
     start: float
@@ -138,6 +136,7 @@ class NoteAssembler:
         self._held: dict[Key, _Sounding] = {}  # key physically down
         self._sustained: dict[Key, _Sounding] = {}  # key up, still sounding through the pedal
         self._pedal: set[int] = set()  # channels whose sustain pedal is down
+        self._parser = mb.StreamParser()
 
     @property
     def keys_down(self) -> frozenset[Key]:
@@ -155,29 +154,26 @@ class NoteAssembler:
         return frozenset(self._held) | frozenset(self._sustained)
 
     def feed(self, message: Sequence[int], t: float) -> list[Event]:
-        """Parse one MIDI message received at ``t``; returns the events it causes, maybe none."""
-        try:
-            if not message:
-                return []
-            status = message[0]
-        except Exception:  # not a sequence at all: garbage, ignore
-            return []
-        if not _is_byte(status, mb.STATUS_BIT, 0xFF):
-            return []  # data byte without status (running status) or not a byte
+        """Parse the MIDI bytes received at ``t``; returns the events they cause, maybe none.
+
+        ``message`` is normally one whole message; whatever it holds, the bytes continue those
+        fed before (see the module docstring) and all its events get the time ``t``.
+        """
+        events: list[Event] = []
+        for parsed in self._parser.feed(message):
+            events += self._message(parsed, t)
+        return events
+
+    def _message(self, message: list[int], t: float) -> list[Event]:
+        """One whole, well-formed message (from the parser) -> events."""
+        status = message[0]
         if status >= mb.SYSEX_START:
             realtime = _REALTIME_EVENTS.get(status)
             return [realtime(t)] if realtime is not None else []
-
         kind, channel = status & mb.STATUS_MASK, status & mb.CHANNEL_MASK
-        size = mb.CHANNEL_MESSAGE_DATA_BYTES[kind]
-        if len(message) < 1 + size:
-            return []  # truncated
-        data = [message[i] for i in range(1, 1 + size)]
-        if not all(_is_byte(value, 0, mb.MAX_DATA) for value in data):
-            return []
         if self.channel_filter is not None and channel not in self.channel_filter:
             return []
-
+        data = message[1:]
         if kind == mb.NOTE_ON and data[1] > 0:
             return self._key_down(channel, data[0], data[1], t)
         if kind in (mb.NOTE_ON, mb.NOTE_OFF):  # note-on with velocity 0 is a note-off
@@ -190,6 +186,7 @@ class NoteAssembler:
 
     def flush(self, t: float) -> list[Event]:
         """Complete every sounding note and lift every pedal at ``t`` (shutdown, lost port)."""
+        self._parser.reset()
         events: list[Event] = []
         for channel in sorted({key[0] for key in self.sounding}):
             events += self._complete_channel(channel, t)

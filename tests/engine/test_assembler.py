@@ -169,9 +169,17 @@ def test_ignored_messages_produce_nothing_and_never_raise(message):
     assert not a.sounding
 
 
-def test_extra_trailing_bytes_are_ignored():
+def test_extra_bytes_in_one_delivery_are_read_with_running_status():
+    a = NoteAssembler()  # a broken driver's "message": a note-on and its release, running status
+    assert a.feed([mb.NOTE_ON, 60, 100, 60, 0], 0.0) == [NoteStarted(60, 100, 0, 0.0), NoteCompleted(Note(60, 0.0, 0.0, 100), 0)]
+    assert not a.sounding
+
+
+def test_a_message_split_over_two_deliveries_still_counts():
     a = NoteAssembler()
-    assert a.feed([mb.NOTE_ON, 60, 100, 62, 100], 0.0) == [NoteStarted(60, 100, 0, 0.0)]
+    a.feed(mb.note_on(0, 60, 100), 0.0)
+    assert a.feed([mb.NOTE_OFF, 60], 0.5) == []
+    assert completed(a.feed([0], 0.6)) == [Note(60, 0.0, 0.6, 100)]
 
 
 def test_all_notes_off_from_the_keyboard_ends_its_channel():
