@@ -2,7 +2,8 @@
 
 Heavy modules (torch, pretty_midi, fluidsynth, matplotlib) are imported inside the subcommand
 that needs them, so `livegen --help` and `livegen ports` start fast.  Every expected failure is a
-LivegenError: it becomes one line on stderr and exit code 2, never a traceback.
+LivegenError: it becomes one line on stderr and exit code 2 (or the error's own ``exit_code``:
+3 when the JACK server stops under `livegen run`), never a traceback.
 """
 
 from __future__ import annotations
@@ -203,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except LivegenError as exc:
         print(f"livegen {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return getattr(exc, "exit_code", EXIT_ERROR)  # 3: the JACK server stopped under `run`
     except KeyboardInterrupt:
         return 130
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import logging
 import os
 import signal
 import sys
@@ -18,7 +19,7 @@ import time
 from contextlib import ExitStack
 from importlib import resources
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence
 
 from livegen import midi_bytes as mb
 from livegen.argtypes import end_call_controller, number_in_range, pitch_range
@@ -263,6 +264,10 @@ def wait_for_answer(session: Session, deadline: float) -> None:
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     from livegen.io.ports import API_CHOICES, DEFAULT_CLIENT_NAME
 
+    parser.epilog = ("A port given by --input/--output that disappears (a keyboard unplugged, a synth quit) "
+                     "is reconnected by name when it comes back. Exit codes: 0 after SIGINT/SIGTERM; "
+                     "2 for an error (a port not found, a bad preset or model...); "
+                     "3 when the JACK server stops while livegen runs.")
     parser.add_argument("--midi-api", choices=API_CHOICES, default="auto", help="MIDI backend (default auto: ALSA if present, else JACK)")
     parser.add_argument("--client-name", default=DEFAULT_CLIENT_NAME, help="MIDI client name (default livegen)")
     parser.add_argument("--input", metavar="PATTERN", help="listen to this existing port (exact name or substring) instead of a virtual port")
@@ -277,12 +282,13 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--learn", action="store_true",
                         help="MIDI learn: move each control when asked, the bindings are written to the preset file "
                              "(a path given to --preset, else the user preset folder)")
-    parser.add_argument("--learn-timeout", type=float, default=10.0, metavar="SECONDS",
+    parser.add_argument("--learn-timeout", type=number_in_range(float, 0.1, 600.0), default=10.0, metavar="SECONDS",
                         help="how long --learn waits for each control before keeping its old binding (default 10)")
 
 
 def run_daemon(args: argparse.Namespace) -> int:
     """The daemon: open ports and synth, answer phrases until SIGINT/SIGTERM, then clean up."""
+    from livegen.io.hotplug import PortWatcher
     from livegen.io.ports import open_ports
 
     os.environ.setdefault("JACK_NO_START_SERVER", "1")
@@ -300,6 +306,7 @@ def run_daemon(args: argparse.Namespace) -> int:
             predictor = load_predictor(args, preset)
             ports = open_ports(args.midi_api, args.client_name, args.input, args.output)
             stack.callback(ports.close)
+            watcher = PortWatcher(ports)  # now: it must see the JACK server running to notice it stop
             if args.learn:
                 learned = learn_controls(ports.input, loaded, args.learn_timeout, say, stop)
                 target = Path(args.preset).expanduser() if args.preset and presets.is_path(args.preset) \
@@ -325,11 +332,9 @@ def run_daemon(args: argparse.Namespace) -> int:
                 log({"event": "ready", "t": time.monotonic()})
                 print(f"ready: listening on {ports.input.name}, playing to {ports.output.name}"
                       f"{' and the synth' if synth else ''}", flush=True)
-                watch(session, ports.input, log, stop, status)
+                watch(session, watcher, ports.input, log, stop, status)
             finally:
-                session.stop()
-                for each in outputs:
-                    each.close()
+                shut_down(session, outputs, log)
                 if recorder is not None:
                     recorder.close()
                     write_midi(args.record, recorder.tracks())
@@ -337,7 +342,45 @@ def run_daemon(args: argparse.Namespace) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return 0
+    exit_now(0)
+
+
+SILENCE_AGAIN_AFTER_S = 0.05
+"""Pause between the session's CC 123 and the outputs' second one at shutdown (see shut_down)."""
+
+
+def shut_down(session: Session, outputs: Sequence[Sink], log: Callable[[dict], None]) -> None:
+    """Leave nothing sounding: every step runs, whatever failed before it.
+
+    ``Session.stop`` ends every note livegen started and sends CC 123 on each channel used;
+    closing each output sends CC 123 again on every channel it used.  The pause between the two
+    puts them in different JACK process cycles: a receiver that misses the cycle holding the
+    first burst (an xrun on a loaded machine loses that cycle's MIDI) still gets the second.
+    """
+    steps: list[tuple[str, Callable[[], object]]] = [("session", session.stop),
+                                                     ("pause", lambda: time.sleep(SILENCE_AGAIN_AFTER_S))]
+    steps += [(f"closing {type(each).__name__}", each.close) for each in outputs]
+    for name, step in steps:
+        try:
+            step()
+        except Exception as exc:
+            log({"event": "error", "t": time.monotonic(), "message": f"shutdown, {name}: {type(exc).__name__}: {exc}"})
+
+
+def exit_now(code: int) -> NoReturn:
+    """End the process here, once everything is closed, flushed and written.
+
+    The interpreter's own teardown (freeing torch's modules and objects) takes 1-4 s of CPU on
+    a loaded 2-core machine, which alone would break the 2 s SIGINT/SIGTERM contract; nothing
+    left at this point needs it.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken pipe: nothing more to say anyway
+            pass
+    os._exit(code)
 
 
 def learn_controls(port, preset: Preset, timeout: float, say: Callable[[str], None], stop: threading.Event) -> Preset:
@@ -373,10 +416,36 @@ def learn_controls(port, preset: Preset, timeout: float, say: Callable[[str], No
     return learned
 
 
-def watch(session: Session, port, log: EventLog, stop: threading.Event, status: bool) -> None:
-    """Until stop: keep the status line fresh and log input drops."""
+def watch(session: Session, watcher, port, log: EventLog, stop: threading.Event, status: bool) -> None:
+    """Until stop: follow the ports given by pattern (``watcher``, a hotplug.PortWatcher: it
+    reconnects them when they come back), keep the status line fresh, log drops of the input
+    ``port``.  Raises MidiServerLostError (exit code 3) when the JACK server stops:
+    run_daemon's cleanup still runs, and the CLI says why in one line.
+    """
+    from livegen.io.hotplug import POLL_INTERVAL_S, MidiServerLostError, describe
+
     dropped = 0
-    while not stop.wait(0.25):
+
+    def say(text: str) -> None:  # above the status line, which is redrawn next
+        print(("\r" + text.ljust(72)) if status else text, file=sys.stderr, flush=True)
+
+    failure = None
+    while not stop.wait(POLL_INTERVAL_S):
+        try:
+            events = watcher.poll()
+        except MidiServerLostError as exc:
+            log(exc.event)
+            raise
+        except Exception as exc:  # a bug in following ports must not end the session
+            events = []
+            if repr(exc) != failure:  # once per distinct failure, not every poll
+                failure = repr(exc)
+                log({"event": "error", "t": time.monotonic(), "message": f"watch: {type(exc).__name__}: {exc}"})
+        for event in events:
+            log(event)
+            line = describe(event)
+            if line is not None:
+                say(line)
         if port.dropped != dropped:
             log({"event": "dropped", "t": time.monotonic(), "messages": port.dropped - dropped})
             dropped = port.dropped

@@ -52,20 +52,51 @@ def start_jack_server(startup_timeout: float = 10.0) -> Iterator[JackServer]:
     """Start a private jackd (livegen.bench.jack.jack_server: dummy driver, no sound card or
     realtime rights, dies with this process) and point JACK_DEFAULT_SERVER at it.
 
-    The environment variables this sets are restored on exit.
+    The environment variables this sets are restored on exit.  A jackd that ended by a signal
+    (killed by a test, or after not stopping in time) has its registry slot reclaimed
+    (``reclaim_jack_server``).
     """
-    with jack_server(startup_timeout=startup_timeout, prefix="livegen-test") as server:
-        settings = {key: server.env[key] for key in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")}
-        saved = {key: os.environ.get(key) for key in settings}
-        os.environ.update(settings)
-        try:
-            yield server
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+    started: list[JackServer] = []
+    try:
+        with jack_server(startup_timeout=startup_timeout, prefix="livegen-test") as server:
+            started.append(server)
+            settings = {key: server.env[key] for key in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")}
+            saved = {key: os.environ.get(key) for key in settings}
+            os.environ.update(settings)
+            try:
+                yield server
+            finally:
+                for key, value in saved.items():
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
+    finally:
+        if started and (started[0].process.returncode or 0) < 0:
+            reclaim_jack_server(started[0].name)
+
+
+def reclaim_jack_server(name: str, timeout: float = 10.0) -> None:
+    """Free the registry slot of a jackd named ``name`` that was SIGKILLed.
+
+    JACK2 registers servers in a shared-memory table of 8 slots per machine and frees a dead
+    server's slot only when a server of the same name starts; unique test names would fill the
+    table ("Too many servers already active") for every test run on the machine.  So start one
+    under that name, let it register, and stop it cleanly.
+    """
+    import subprocess
+
+    from livegen.bench.jack import stop_process
+    from livegen.io.hotplug import JackServerWatch
+
+    env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1"}
+    process = subprocess.Popen(["jackd", "--no-realtime", "--name", name, "-d", "dummy"], env=env,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:  # it listens on its socket only after registering, which reclaims the slot
+        wait_until(lambda: process.poll() is not None or JackServerWatch(name).available, timeout, 0.05,
+                   f"jackd {name!r} to start again")
+    finally:
+        stop_process(process, 10.0)
 
 
 # --- probe --------------------------------------------------------------------------------------
@@ -110,6 +141,7 @@ class MidiProbe:
         self._stop = threading.Event()
         self.playing_into: str | None = None
         self.listening_to: str | None = None
+        self._offered: dict[str, str] = {}  # kind -> port name (offer / unplug / replug)
 
     # ports that exist
     def _list(self, cls) -> list[str]:
@@ -157,7 +189,7 @@ class MidiProbe:
     def send(self, message: Sequence[int]) -> float:
         """Send one message; returns ``time.monotonic()`` just before sending."""
         if self._out is None:
-            raise RuntimeError("call play_into() first")
+            raise RuntimeError("call play_into() or offer('source', ...) first")
         t = time.monotonic()
         self._out.send_message(list(message))
         return t
@@ -186,10 +218,84 @@ class MidiProbe:
             inp.delete()
             raise
         self._in, self.listening_to = inp, name
+        self._start_reader()
+        return name
+
+    def _start_reader(self) -> None:
         self._stop.clear()
         self._reader = threading.Thread(target=self._read, name="midi-probe-reader", daemon=True)
         self._reader.start()
+
+    def _stop_reader(self) -> None:
+        self._stop.set()
+        if self._reader is not None:
+            self._reader.join(5)
+            self._reader = None
+
+    # standing in for a device that is unplugged and plugged back
+    def offer(self, kind: str, port: str) -> str:
+        """Open a virtual port that livegen connects to by name, as it would to a device:
+        kind ``source`` (a keyboard: ``send`` plays on it) or ``destination`` (a synth: what
+        arrives is recorded in ``messages``).  Returns its name, ``client:port``.
+
+        Use one probe per offered port, so its client keeps the probe's name across
+        ``unplug``/``replug`` (a second client of one probe is ``probe-01``...).
+        """
+        if kind not in ("source", "destination"):
+            raise ValueError(f"kind is 'source' or 'destination', not {kind!r}")
+        if (self._out if kind == "source" else self._in) is not None:
+            raise RuntimeError(f"probe already has a {kind} port")
+        self._offered[kind] = port
+        self._open_offered(kind)
+        name = f"{self.client_name}:{port}"
+        self.wait_for_port("destination" if kind == "destination" else "source", name)
         return name
+
+    def _open_offered(self, kind: str) -> float:
+        port = self._offered[kind]
+        if kind == "source":
+            client = self._rtmidi.MidiOut(self._rtmidi.API_UNIX_JACK, name=self.client_name)
+        else:
+            client = self._rtmidi.MidiIn(self._rtmidi.API_UNIX_JACK, name=self.client_name, queue_size_limit=65536)
+            client.ignore_types(sysex=False, timing=False, active_sense=False)
+        t = time.monotonic()  # the port exists from some instant inside the call below
+        try:
+            client.open_virtual_port(port)
+        except BaseException:
+            client.delete()
+            raise
+        if kind == "source":
+            self._out = client
+        else:
+            self._in = client
+            self._start_reader()
+        return t
+
+    def unplug(self, kind: str) -> float:
+        """Close the offered port and its JACK client, as a device that goes away; returns
+        ``time.monotonic()`` once it is gone.  Messages received so far are kept."""
+        if kind not in self._offered:
+            raise RuntimeError(f"no {kind} port offered")
+        attr = "_out" if kind == "source" else "_in"
+        if kind == "destination":
+            self._stop_reader()
+        client = getattr(self, attr)
+        setattr(self, attr, None)
+        if client is not None:
+            try:
+                client.close_port()
+            finally:
+                client.delete()
+        return time.monotonic()
+
+    def replug(self, kind: str) -> float:
+        """Open the offered port again under the same name; returns ``time.monotonic()`` from
+        just before the port was created (the earliest instant anyone could see it)."""
+        if kind not in self._offered:
+            raise RuntimeError(f"no {kind} port offered")
+        if (self._out if kind == "source" else self._in) is not None:
+            raise RuntimeError(f"the {kind} port is plugged in")
+        return self._open_offered(kind)
 
     def _read(self) -> None:
         inp = self._in
@@ -240,10 +346,7 @@ class MidiProbe:
     # closing
     def close(self) -> None:
         """Stop the reader and close both ports; idempotent."""
-        self._stop.set()
-        if self._reader is not None:
-            self._reader.join(5)
-            self._reader = None
+        self._stop_reader()
         for attr in ("_in", "_out"):
             client = getattr(self, attr)
             setattr(self, attr, None)

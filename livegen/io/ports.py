@@ -3,7 +3,8 @@
 Names used here, as rtmidi and ``livegen ports`` use them: an *input* is a port livegen can read
 from (another program's output, a keyboard), an *output* is one it can write to.
 
-- ``InputPort``: the rtmidi callback only stamps ``time.monotonic()`` and queues
+- ``InputPort``: the rtmidi callback only stamps (``time.monotonic()`` time, from rtmidi's
+  native deltas: livegen/io/arrival.py) and queues
   ``(t, [bytes...])``; the engine thread reads with ``get(timeout)`` (the engine's
   ``MessageSource``) or iterates.  The queue is bounded: overflow drops and counts
   (``dropped``), it never blocks the callback.  Sysex, clock and active sensing are let
@@ -41,6 +42,20 @@ rtmidi with JACK, as observed with python-rtmidi 1.5.8 / RtMidi 5.0.0 and jackd 
   object here is deleted exactly once: ``close()`` takes it out of the port under a lock.
 - ``get_message()`` returns nothing (and warns) while a callback is set, so messages that
   arrive before ``start()`` are taken from rtmidi's own queue before the callback is set.
+- ``get_ports()`` on an object that already exists makes no server round trip (libjack reads the
+  port list from shared memory, ALSA asks the kernel): 0.2 ms, safe while an input is armed, so
+  hot-plug (livegen/io/hotplug.py) polls the ports' own objects, never a new lister client.
+- Reconnecting (``reconnect()``) is ``close_port()`` + ``open_port()`` on the same object (rtmidi
+  has no "connect" alone), so the port keeps its name; with JACK the port is unregistered and
+  registered again, which drops connections others made to it.  Those are round trips, so an
+  armed input is paused around them (``InputPort.paused()``), by the rule above.  (Measured
+  here: reopening a port under a 2000 messages/s stream took 30-60 ms even without the pause;
+  the stalls were seen with clients opening and closing.  The pause costs up to 0.2 s.)
+- ``MidiOut.close_port()`` waits up to 1 s for a process cycle to drain its buffer, which never
+  comes once the server died: closing then takes 1 s per output, not forever.
+- When jackd dies, nothing in rtmidi says so: sends still succeed and ``get_ports()`` keeps
+  returning the last port list; libjack prints "JackSocketClientChannel read fail" on stderr.
+  hotplug.JackServerWatch notices it from the server's socket instead.
 """
 
 from __future__ import annotations
@@ -51,12 +66,14 @@ import logging
 import operator
 import os
 import queue
+import re
 import sys
 import threading
 import time
 from typing import Any, Iterator, NamedTuple, Sequence
 
 from livegen.errors import LivegenError, PortNotFoundError
+from livegen.io.arrival import ArrivalClock
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +87,8 @@ DEFAULT_CAPACITY = 10_000
 """Queued input messages before new ones are dropped (minutes of dense playing, seconds of sysex)."""
 
 ALSA_SEQUENCER = "/dev/snd/seq"
+RELEASE_AGAIN_S = 0.01
+"""A reconnected output repeats its note-offs and CC 123 this much later (OutputPort.reconnect)."""
 OUTPUT_DRAIN_S = 0.05
 """An output lingers this long after its last send before it closes, so queued messages leave."""
 
@@ -288,6 +307,15 @@ def find_port(names: Sequence[str], pattern: str, kind: str) -> tuple[int, str]:
     return matches[0]
 
 
+def stable_port_name(name: str) -> str:
+    """A port's name without ALSA's trailing ``client:port`` address (``Keys:Keys MIDI 1 20:0``
+    -> ``Keys:Keys MIDI 1``): a replugged device keeps its name, not always its numbers."""
+    return _ALSA_ADDRESS.sub("", name)
+
+
+_ALSA_ADDRESS = re.compile(r" \d+:\d+$")
+
+
 # --- ports ----------------------------------------------------------------------------------------
 
 
@@ -295,18 +323,20 @@ class _Port:
     """What inputs and outputs share: opening (virtual or by pattern), naming, closing."""
 
     kind = ""  # "input" or "output"
+    _lock_type: Any = threading.Lock
 
     def __init__(self, api: str, client_name: str, pattern: str | None, port_name: str) -> None:
         if not client_name:
             raise ValueError("empty MIDI client name")
         if not port_name:
             raise ValueError("empty MIDI port name")
-        self._lock = threading.Lock()
+        self._lock = self._lock_type()
         self._closed = False
         self._rt: Any = None
         self._api = resolve_api(api) if api == "auto" else api
         self._client_name = client_name
         self._target: str | None = None
+        self._port_name = port_name
         self._name = f"{client_name}:{port_name}"
         rtmidi = _rtmidi()
         client = _new_client(self._api, self.kind, client_name)
@@ -400,6 +430,41 @@ class _Port:
     def _before_destroy(self) -> None:
         """Runs once in close() before the rtmidi object goes."""
 
+    # hot-plug (see livegen/io/hotplug.py)
+    def _find_target(self, client: Any) -> int | None:
+        """Index of the target in ``client``'s current port list (no server round trip)."""
+        if self._target is None:
+            return None
+        wanted = stable_port_name(self._target)
+        for index, name in enumerate(client.get_ports()):
+            if stable_port_name(name) == wanted:
+                return index
+        return None
+
+    def target_present(self) -> bool | None:
+        """Whether the port this one was opened against exists now; None for a virtual or
+        closed port.  Cheap enough to poll several times a second (see the module docstring)."""
+        with self._lock:
+            if self._closed or self._target is None or self._rt is None:
+                return None
+            return self._find_target(self._rt) is not None
+
+    def _reopen(self, client: Any) -> bool:
+        """Close our port and open it again against the target, whose index may have changed
+        (and whose ALSA address may have: ``_target`` takes its new name).  The caller makes sure
+        no callback of this process can be waiting for the GIL (the round trips below)."""
+        index = self._find_target(client)
+        if index is None:
+            return False
+        name = client.get_ports()[index]
+        client.close_port()
+        try:
+            client.open_port(index, self._port_name)
+        except (_rtmidi().RtMidiError, NotImplementedError) as exc:
+            raise MidiBackendError(f"cannot reconnect MIDI {self.kind} {name!r} ({self._api}): {exc}") from exc
+        self._target = name
+        return True
+
     def __enter__(self):
         return self
 
@@ -426,6 +491,7 @@ class InputPort(_Port):
     """
 
     kind = "input"
+    _lock_type = threading.RLock  # reconnect() inside paused()
 
     def __init__(
         self,
@@ -443,8 +509,10 @@ class InputPort(_Port):
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._dropped = 0
         self._calls = 0  # callback invocations (written by the callback thread only)
-        self._keep: list[Any] = []  # rtmidi's callback tuple, kept alive past cancel (see close)
+        self._arrivals = ArrivalClock()  # used by the callback thread only
+        self._keep: list[Any] = []  # rtmidi's callback tuples, kept alive past cancel (see _arm)
         self._armed = False
+        self._channels = 0  # bit per MIDI channel heard (release_all)
         super().__init__(api, client_name, pattern, port_name)
         if start:
             self.start()
@@ -462,60 +530,137 @@ class InputPort(_Port):
         with self._lock:
             if self._closed:
                 raise ValueError(f"start() on closed MIDI input {self._name!r}")
-            if self._armed:
-                return
+            if not self._armed:
+                self._arm(self._rt, [])
+
+    def _arm(self, client: Any, taken: list[TimedMessage]) -> None:
+        """Queue ``taken`` and what waits in rtmidi's own queue, then set the callback.
+
+        rtmidi keeps what arrives without a callback in its own queue, which it will not read
+        once a callback is set; take it first (a message landing between this and set_callback
+        stays there unread: a window of microseconds).
+        """
+        early = []
+        while (item := client.get_message()) is not None:
+            early.append(item)
+        now = time.monotonic()
+        # Two upper bounds on each arrival, the tighter wins: rtmidi's deltas (seconds since the
+        # previous message) counted back from now, and the ArrivalClock, anchored by earlier
+        # messages if there were any (a pause); every delta goes through the clock, in order.
+        back, t = [], now
+        for _, delta in reversed(early):
+            back.append(t)
+            t -= delta
+        floor = taken[-1][0] if taken else float("-inf")
+        stamped = [(max(min(self._arrivals.stamp(delta, now), bound), floor), message)
+                   for (message, delta), bound in zip(early, reversed(back))]
+        for item in taken + stamped:  # before any callback message, to keep the order
+            self._put(item)
+        client.set_callback(self._callback)
+        self._armed = True
+        # python-rtmidi drops its reference to the (func, data) tuple it gave C++ when the
+        # callback is cancelled; a native thread already inside the callback would then read
+        # freed memory.  Our own references make such a late call harmless.
+        self._keep += [r for r in gc.get_referents(client) if isinstance(r, tuple) and r[:1] == (self._callback,)]
+
+    def _disarm(self, client: Any) -> list[TimedMessage]:
+        """Cancel the callback and return once no call of it can be in flight; returns what
+        rtmidi queued meanwhile, stamped (the ArrivalClock is ours while no callback runs).
+
+        Proof that none is in flight: the callback ran again after the cancel (at most one call
+        can be pending), or the native thread queued a later message inside rtmidi (it handles
+        messages in order, so it is past any callback); else a grace period.
+        """
+        taken: list[TimedMessage] = []
+        if not self._armed:
+            return taken
+        client.cancel_callback()
+        self._armed = False
+        calls = self._calls
+        deadline = time.monotonic() + _CALLBACK_GRACE_S
+        while time.monotonic() < deadline:
+            time.sleep(_CALLBACK_POLL_S)  # releases the GIL for a waiting callback
+            if self._calls != calls:
+                break
+            item = client.get_message()
+            if item is not None:
+                taken.append((self._arrivals.stamp(item[1], time.monotonic()), item[0]))
+                break
+        return taken
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Hold the callback off (messages wait in rtmidi, then are queued in order) while this
+        process makes JACK round trips, e.g. reconnecting ports (module docstring).  Pausing
+        costs up to 0.2 s when nothing is arriving (the proof that no callback is in flight)."""
+        with self._lock:
             client = self._rt
-            # rtmidi keeps what arrived since the port opened in its own queue, which it will not
-            # read once a callback is set; take it first (a message landing between this and
-            # set_callback stays there unread: a window of microseconds, at startup only).
-            early = []
-            while (item := client.get_message()) is not None:
-                early.append(item)
-            t = time.monotonic()
-            stamped = []
-            for message, delta in reversed(early):  # delta: seconds since the previous message
-                stamped.append((t, message))
-                t -= delta
-            for item in reversed(stamped):  # before any callback message, to keep the order
-                self._put(item)
-            client.set_callback(self._callback)
-            self._armed = True
-            # python-rtmidi drops its reference to the (func, data) tuple it gave C++ when the
-            # callback is cancelled; a native thread already inside the callback would then read
-            # freed memory.  Our own reference makes such a late call harmless.
-            self._keep = [r for r in gc.get_referents(client) if isinstance(r, tuple) and r[:1] == (self._callback,)]
+            if self._closed or not self._armed or client is None:
+                yield
+                return
+            taken = self._disarm(client)
+            try:
+                yield
+            finally:
+                self._arm(client, taken)
+
+    def reconnect(self) -> bool:
+        """Connect again to the port this one was opened against, if it exists now (by name:
+        see ``stable_port_name``); False if it does not, or for a virtual or closed port.
+        MidiBackendError if reopening fails (the port stays unconnected; try again later)."""
+        with self._lock:
+            client = self._rt
+            if self._closed or self._target is None or client is None or self._find_target(client) is None:
+                return False
+            armed = self._armed
+            taken = self._disarm(client)
+            try:
+                return self._reopen(client)
+            finally:
+                if armed:
+                    self._arm(client, taken)
+
+    def mark_lost(self, t: float | None = None) -> None:
+        """The source disappeared: release what it left down (``release_all``)."""
+        self.release_all(t)
+
+    def release_all(self, t: float | None = None) -> None:
+        """Queue sustain-pedal-up and All Notes Off (CC 64 0, CC 123) on every channel heard so
+        far: a keyboard unplugged with a key or the pedal down sends no release, and the engine
+        would otherwise wait for one before it ends the phrase."""
+        t = time.monotonic() if t is None else t
+        for channel in range(16):
+            if self._channels >> channel & 1:
+                self._queue.put_nowait((t, [0xB0 | channel, 64, 0]))
+                self._queue.put_nowait((t, [0xB0 | channel, 123, 0]))
 
     def _put(self, item: TimedMessage) -> None:
+        status = item[1][0] if item[1] else 0
+        if 0x80 <= status < 0xF0:
+            self._channels |= 1 << (status & 0x0F)  # channels heard, for release_all
         if self._queue.qsize() >= self._capacity:
             self._dropped += 1
         else:
             self._queue.put_nowait(item)
 
     def _callback(self, event: tuple[list[int], float], data: object = None) -> None:
-        """rtmidi's callback, on its own native thread: stamp, queue, nothing else."""
+        """rtmidi's callback, on its own native thread: stamp, queue, nothing else.
+
+        The stamp comes from rtmidi's native delta times (see livegen/io/arrival.py): this
+        callback may run milliseconds late, waiting for the GIL."""
         now = time.monotonic()
         self._calls += 1
         if not self._closed:
-            self._put((now, event[0]))
+            self._put((self._arrivals.stamp(event[1], now), event[0]))
 
     def _before_destroy(self) -> None:
         self._queue.put(_CLOSED)  # wake readers first, even if tearing down the client hangs
 
     def _destroy(self, client: Any) -> None:
         # Order matters (see the module docstring): stop callbacks, let an in-flight one leave
-        # Python, then close.  Proof that none is in flight: the callback ran again after the
-        # cancel (at most one call can be pending), or the native thread queued a later message
-        # inside rtmidi (it handles messages in order, so it is past any callback).
+        # Python, then close.
         try:
-            if not self._armed:
-                return
-            client.cancel_callback()
-            calls = self._calls
-            deadline = time.monotonic() + _CALLBACK_GRACE_S
-            while time.monotonic() < deadline:
-                time.sleep(_CALLBACK_POLL_S)  # releases the GIL for a waiting callback
-                if self._calls != calls or client.get_message() is not None:
-                    break
+            self._disarm(client)
         finally:
             _delete(client)
 
@@ -562,7 +707,9 @@ class OutputPort(_Port):
     """MIDI output: ``send([0x90, 60, 100])``, thread-safe.
 
     ``OutputPort()`` opens the virtual port ``out`` under the client name; ``pattern`` connects
-    to an existing port instead (see ``find_port``).
+    to an existing port instead (see ``find_port``).  It remembers which notes and sustain
+    pedals it left on, so that when its target disappears (``mark_lost``) and comes back
+    (``reconnect``), it can close them there: nothing hangs on a replugged synth.
     """
 
     kind = "output"
@@ -576,25 +723,118 @@ class OutputPort(_Port):
         port_name: str = DEFAULT_OUTPUT_NAME,
     ) -> None:
         self._last_send = float("-inf")
+        self._sounding: set[tuple[int, int]] = set()  # (channel, pitch) on, not yet off
+        self._pedals: set[int] = set()  # channels whose sustain pedal we hold down
+        self._channels = 0  # bit per channel a channel message went out on
+        self._owed: set[tuple[int, int]] = set()  # sounding when the target was lost
+        self._owed_pedals: set[int] = set()
+        self._lost = False
+        self._reopening = False
+        self._idle = threading.Event()  # clear while reconnect() works on the rtmidi object
+        self._idle.set()
+        self._dropped = 0
         super().__init__(api, client_name, pattern, port_name)
 
     def send(self, message: Sequence[int]) -> None:
         """Send one MIDI message (status byte first; sysex as one F0 ... F7 message).
 
         TypeError/ValueError for a malformed message, ValueError once closed (as mido does),
-        MidiBackendError if the backend fails.
+        MidiBackendError if the backend fails.  While ``reconnect`` reopens the port, messages
+        are dropped (and counted), never waited for: the scheduler must not stall.
         """
         data = _check_message(message)
         with self._lock:
             if self._closed:
                 raise ValueError(f"send() on closed MIDI output {self._name!r}")
+            self._track(data)
+            if self._reopening:
+                self._dropped += 1
+                return
             try:
                 self._rt.send_message(data)
             except _rtmidi().RtMidiError as exc:
                 raise MidiBackendError(f"MIDI output {self._name!r}: {exc}") from exc
             self._last_send = time.monotonic()
 
+    def _track(self, data: list[int]) -> None:
+        kind, channel = data[0] & 0xF0, data[0] & 0x0F
+        if kind >= 0xF0 or len(data) < 2:
+            return
+        self._channels |= 1 << channel
+        if kind == 0x90 and len(data) == 3 and data[2] > 0:
+            self._sounding.add((channel, data[1]))
+        elif kind in (0x80, 0x90):
+            self._sounding.discard((channel, data[1]))
+        elif kind == 0xB0 and len(data) == 3:
+            if data[1] == 64:
+                (self._pedals.add if data[2] >= 64 else self._pedals.discard)(channel)
+            elif data[1] in (120, 123):
+                self._sounding -= {key for key in self._sounding if key[0] == channel}
+
+    @property
+    def lost(self) -> bool:
+        """Whether the target is gone (``mark_lost``) and not reconnected since."""
+        return self._lost
+
+    @property
+    def dropped(self) -> int:
+        """Messages dropped because they came while the port was being reopened."""
+        return self._dropped
+
+    def mark_lost(self, t: float | None = None) -> None:
+        """The target disappeared: what sounded there is owed a release when it comes back.
+
+        Sends go on to our own port meanwhile (harmless, and other connections keep them).
+        """
+        with self._lock:
+            if not self._lost:
+                self._lost = True
+                self._owed |= self._sounding
+                self._owed_pedals |= self._pedals
+
+    def reconnect(self) -> bool:
+        """Connect again to the target if it exists now (see ``stable_port_name``), then send it
+        a note-off for every note left on when it was lost, pedal-up, and CC 123 on every
+        channel used.  False if the target is not there, or for a virtual or closed port;
+        MidiBackendError if reopening fails.  Pause any armed input of this process around
+        it (``InputPort.paused``): reopening makes JACK round trips.
+        """
+        with self._lock:
+            client = self._rt
+            if self._closed or self._target is None or client is None or self._find_target(client) is None:
+                return False
+            self._reopening = True
+            self._idle.clear()
+        done: bool | None = None  # None: reopening raised, and our port may be closed now
+        try:
+            done = self._reopen(client)
+        finally:
+            with self._lock:
+                self._reopening = done is None  # then keep dropping sends until a reconnect works
+                if done and not self._closed:
+                    self._release_owed(client)
+                self._idle.set()
+        return bool(done)
+
+    def _release_owed(self, client: Any) -> None:
+        """Sent twice, ``RELEASE_AGAIN_S`` apart (so in different JACK process cycles: a cycle
+        lost to an xrun loses its MIDI), with the lock held so that no new note slips between."""
+        messages = [[0x80 | channel, pitch, 0] for channel, pitch in sorted(self._owed)]
+        messages += [[0xB0 | channel, 64, 0] for channel in sorted(self._owed_pedals)]
+        messages += [[0xB0 | channel, 123, 0] for channel in range(16) if self._channels >> channel & 1]
+        if messages:
+            for data in messages:
+                client.send_message(data)
+            time.sleep(RELEASE_AGAIN_S)
+            for data in messages:
+                client.send_message(data)
+            self._last_send = time.monotonic()
+        self._owed.clear()
+        self._owed_pedals.clear()
+        self._lost = False
+
     def _destroy(self, client: Any) -> None:
+        self._idle.wait()  # a reconnect in progress finishes first
         with self._lock:  # never delete while a send is inside rtmidi
             # rtmidi's JACK output hands messages to the next process cycle: closing at once
             # can drop the last note-offs and CC 123 of a shutdown, so let them leave first.
@@ -694,4 +934,5 @@ __all__ = [
     "list_ports",
     "open_ports",
     "resolve_api",
+    "stable_port_name",
 ]

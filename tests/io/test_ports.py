@@ -368,3 +368,87 @@ def test_messages_sent_just_before_close_still_arrive(jack_server, midi_probe):
     out.close()
     got = midi_probe.wait_for(lambda messages: len(messages) >= len(burst), timeout=5)
     assert [m for _, m in got] == burst
+
+
+# --- hot-plug: a target that goes away and comes back (livegen/io/hotplug.py drives these) -------------
+
+
+def test_input_reconnects_to_a_source_that_comes_back_under_its_name(jack_server):
+    from midi_probe import MidiProbe
+
+    with MidiProbe(unique("kbd")) as keys:
+        source = keys.offer("source", "keys")
+        with InputPort("jack", unique(), source) as inp:
+            name = inp.name
+            keys.send(NOTE_ON)
+            assert drain(inp, 1)[0][1] == NOTE_ON
+            assert inp.target_present() is True
+            keys.unplug("source")
+            wait_until(lambda: inp.target_present() is False, 5)
+            assert inp.reconnect() is False  # nothing to connect to yet
+            keys.replug("source")
+            wait_until(lambda: inp.target_present(), 5)
+            assert inp.reconnect() is True
+            assert (inp.name, inp.target) == (name, source)  # same port, same target
+            keys.send([0x91, 62, 90])
+            assert drain(inp, 1)[0][1] == [0x91, 62, 90]
+        assert inp.target_present() is None and inp.reconnect() is False  # closed
+
+
+def test_a_lost_input_releases_what_its_channels_held(jack_server, midi_probe):
+    with InputPort("jack", unique()) as inp:
+        midi_probe.play_into(inp.name)
+        midi_probe.send([0x92, 60, 100])
+        midi_probe.send(CLOCK)
+        drain(inp, 2)
+        inp.mark_lost(123.0)
+        assert drain(inp, 2) == [(123.0, [0xB2, 64, 0]), (123.0, [0xB2, 123, 0])]  # channel 3 only
+        assert inp.get(timeout=0.05) is None
+
+
+def test_paused_input_keeps_what_arrives_meanwhile_in_order(jack_server, midi_probe):
+    with InputPort("jack", unique()) as inp:
+        midi_probe.play_into(inp.name)
+        time.sleep(0.05)
+        with inp.paused():
+            sent = [midi_probe.send([0x90, pitch, 100]) for pitch in (60, 61, 62)]
+            time.sleep(0.1)
+            assert inp.get(timeout=0) is None  # held in rtmidi meanwhile
+        midi_probe.send([0x90, 63, 100])
+        got = drain(inp, 4)
+    assert [m[1] for _, m in got] == [60, 61, 62, 63]
+    times = [t for t, _ in got]
+    assert times == sorted(times) and times[0] >= sent[0] - 0.01
+
+
+def test_output_reconnect_releases_what_sounded_when_the_target_went(jack_server):
+    from midi_probe import MidiProbe, unmatched
+
+    with MidiProbe(unique("synth")) as synth:
+        target = synth.offer("destination", "synth")
+        with OutputPort("jack", unique(), target) as out:
+            out.send([0x90, 60, 100])
+            out.send([0x91, 64, 127])
+            out.send([0xB1, 64, 127])  # sustain pedal down on channel 2
+            synth.wait_for_count(3)
+            synth.unplug("destination")
+            wait_until(lambda: out.target_present() is False, 5)
+            out.mark_lost()
+            assert out.lost
+            out.send([0x80, 60, 0])  # its note-off goes nowhere
+            out.send([0x92, 70, 100])  # nor does a note started meanwhile: it is not owed
+            back = synth.replug("destination")
+            wait_until(lambda: out.target_present(), 5)
+            assert out.reconnect() is True and not out.lost
+            out.send([0x90, 72, 100])
+            got = synth.wait_for(lambda m: [0x90, 72, 100] in [msg for _, msg in m], 5)
+    after = [msg for t, msg in got if t >= back]
+    released = [[0x80, 60, 0], [0x81, 64, 0], [0xB1, 64, 0], [0xB0, 123, 0], [0xB1, 123, 0], [0xB2, 123, 0]]
+    assert after[:-1] == released * 2  # twice, in case a JACK cycle is lost
+    assert unmatched([(t, m) for t, m in got if m[:2] != [0x90, 72]]) == {}
+
+
+def test_virtual_ports_have_no_target_to_follow(jack_server):
+    with open_ports("jack", unique()) as (inp, out):
+        assert inp.target_present() is None and out.target_present() is None
+        assert inp.reconnect() is False and out.reconnect() is False
