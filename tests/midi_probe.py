@@ -279,13 +279,7 @@ class MidiProbe:
         attr = "_out" if kind == "source" else "_in"
         if kind == "destination":
             self._stop_reader()
-        client = getattr(self, attr)
-        setattr(self, attr, None)
-        if client is not None:
-            try:
-                client.close_port()
-            finally:
-                client.delete()
+        self._close_client(attr)
         return time.monotonic()
 
     def replug(self, kind: str) -> float:
@@ -348,13 +342,17 @@ class MidiProbe:
         """Stop the reader and close both ports; idempotent."""
         self._stop_reader()
         for attr in ("_in", "_out"):
-            client = getattr(self, attr)
-            setattr(self, attr, None)
-            if client is not None:
-                try:
-                    client.close_port()
-                finally:
-                    client.delete()
+            self._close_client(attr)
+
+    def _close_client(self, attr: str) -> None:
+        """Close and free the rtmidi client in ``attr`` (exactly once: a call after delete() crashes)."""
+        client = getattr(self, attr)
+        setattr(self, attr, None)
+        if client is not None:
+            try:
+                client.close_port()
+            finally:
+                client.delete()
 
     def __enter__(self) -> MidiProbe:
         return self

@@ -121,7 +121,9 @@ def test_a_flood_of_everything_leaves_the_daemon_answering_with_bounded_memory(d
     print("flood:", json.dumps(figures))
     assert after.rss_mb - before.rss_mb < RSS_GROWTH_LIMIT_MB, figures
     assert peak_rss - before.rss_mb < 2 * RSS_GROWTH_LIMIT_MB, figures
-    assert after.threads <= before.threads, figures
+    # A worker pool (torch's or the BLAS library's) may still start once on its first parallel
+    # op; a leak would add threads per message burst, far more than one.
+    assert after.threads <= before.threads + 1, figures
 
 
 def describe(d, flood_lines: list[str], stderr: list[str]) -> str:
