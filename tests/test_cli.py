@@ -94,6 +94,10 @@ def test_out_of_range_flags_are_refused_with_the_allowed_range(primer, capsys):
         main(["generate", str(primer), "-o", "x.mid", "--temperature", "11"])
     assert info.value.code == 2
     assert "outside the allowed range 0.0..10.0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--learn", "--learn-timeout", "-1"])
+    assert info.value.code == 2
+    assert "--learn-timeout: -1.0 is outside the allowed range 0.1..600.0" in capsys.readouterr().err
 
 
 def bad_inputs(tmp_path):
