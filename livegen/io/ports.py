@@ -6,7 +6,7 @@ from (another program's output, a keyboard), an *output* is one it can write to.
 - ``InputPort``: the rtmidi callback only stamps (``time.monotonic()`` time, from rtmidi's
   native deltas: livegen/io/arrival.py) and queues
   ``(t, [bytes...])``; the engine thread reads with ``get(timeout)`` (the engine's
-  ``MessageSource``) or iterates.  The queue is bounded: overflow drops and counts
+  ``MessageSource``) or iterates.  The queue is bounded in messages and in bytes: overflow drops and counts
   (``dropped``), it never blocks the callback.  Sysex, clock and active sensing are let
   through; the engine ignores what it does not use.
 - ``OutputPort``: ``send(message)`` validates, takes a lock, sends.
@@ -85,6 +85,9 @@ DEFAULT_INPUT_NAME = "in"
 DEFAULT_OUTPUT_NAME = "out"
 DEFAULT_CAPACITY = 10_000
 """Queued input messages before new ones are dropped (minutes of dense playing, seconds of sysex)."""
+
+DEFAULT_BYTE_CAPACITY = 8 * 1024 * 1024
+"""...and bytes (a burst of large sysex messages must not take the memory with it)."""
 
 ALSA_SEQUENCER = "/dev/snd/seq"
 RELEASE_AGAIN_S = 0.01
@@ -501,13 +504,19 @@ class InputPort(_Port):
         *,
         port_name: str = DEFAULT_INPUT_NAME,
         capacity: int = DEFAULT_CAPACITY,
+        byte_capacity: int = DEFAULT_BYTE_CAPACITY,
         start: bool = True,
     ) -> None:
-        if capacity < 1:
-            raise ValueError(f"queue capacity must be at least 1, not {capacity}")
+        if capacity < 1 or byte_capacity < 1:
+            raise ValueError(f"queue capacity must be at least 1, not {min(capacity, byte_capacity)}")
         self._capacity = capacity
+        self._byte_capacity = byte_capacity
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._dropped = 0
+        # Bytes queued = in - out; each counter has one writer (the callback / the reader), so
+        # neither needs a lock.
+        self._bytes_in = 0
+        self._bytes_out = 0
         self._calls = 0  # callback invocations (written by the callback thread only)
         self._arrivals = ArrivalClock()  # used by the callback thread only
         self._keep: list[Any] = []  # rtmidi's callback tuples, kept alive past cancel (see _arm)
@@ -631,6 +640,7 @@ class InputPort(_Port):
         t = time.monotonic() if t is None else t
         for channel in range(16):
             if self._channels >> channel & 1:
+                # (left out of _bytes_in, whose only writer is the callback: 6 bytes a channel)
                 self._queue.put_nowait((t, [0xB0 | channel, 64, 0]))
                 self._queue.put_nowait((t, [0xB0 | channel, 123, 0]))
 
@@ -638,9 +648,12 @@ class InputPort(_Port):
         status = item[1][0] if item[1] else 0
         if 0x80 <= status < 0xF0:
             self._channels |= 1 << (status & 0x0F)  # channels heard, for release_all
-        if self._queue.qsize() >= self._capacity:
+        size = len(item[1])
+        if self._queue.qsize() >= self._capacity or \
+                self._bytes_in - self._bytes_out + size > self._byte_capacity:
             self._dropped += 1
         else:
+            self._bytes_in += size
             self._queue.put_nowait(item)
 
     def _callback(self, event: tuple[list[int], float], data: object = None) -> None:
@@ -693,6 +706,7 @@ class InputPort(_Port):
         if item is _CLOSED:
             self._queue.put(_CLOSED)  # for the next reader
             return None
+        self._bytes_out += len(item[1])
         return item
 
     def __iter__(self) -> Iterator[TimedMessage]:

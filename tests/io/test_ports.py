@@ -228,6 +228,20 @@ def test_full_queue_drops_and_counts_without_blocking(jack_server):
         assert inp.get(timeout=0)[1] == [0x90, 99, 100]
 
 
+def test_the_queue_is_bounded_in_bytes_too(jack_server):
+    sysex = [0xF0] + [0x11] * 998 + [0xF7]  # 1,000 bytes
+    with InputPort("jack", unique(), capacity=1000, byte_capacity=10_500) as inp:
+        for _ in range(20):
+            inp._callback((sysex, 0.0), None)
+        assert (inp.pending, inp.dropped) == (10, 10)
+        inp._callback(([0x90, 60, 100], 0.0), None)  # small messages still fit
+        assert inp.pending == 11
+        drain(inp, 11)
+        for _ in range(10):  # what was read makes room again
+            inp._callback((sysex, 0.0), None)
+        assert (inp.pending, inp.dropped) == (10, 10)
+
+
 def test_full_queue_drops_real_traffic_too(jack_server, midi_probe):
     with InputPort("jack", unique(), capacity=10) as inp:
         midi_probe.play_into(inp.name)
