@@ -22,6 +22,7 @@ from torch.overrides import TorchFunctionMode
 
 from livegen import __version__
 from livegen.errors import ModelError
+from livegen.jsonfile import read_json
 from livegen.model.device import resolve_device
 from livegen.model.lstm import ARCH as NOTE_LSTM, NoteLSTM, NoteLSTMConfig
 from livegen.model.seed_baseline import ARCH as SEED_LSTM, SeedLSTM, SeedLSTMConfig
@@ -102,13 +103,7 @@ def read_config(config_path: Path) -> tuple[str, Any]:
         raise ModelError(f"{config_path}: is a directory, not a model config")
     if not config_path.is_file():
         raise ModelError(f"{config_path}: model config not found (a model folder holds {WEIGHTS_FILE} and {CONFIG_FILE})")
-    try:
-        data = json.loads(config_path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ModelError(f"{config_path}: cannot read ({exc.strerror or exc})") from exc
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
-        raise ModelError(f"{config_path}: not valid JSON ({reason})") from exc
+    data = read_json(config_path, ModelError)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ModelError(f"{config_path}: not a livegen model config (missing \"format\": \"{FORMAT}\")")
     version = data.get("format_version")

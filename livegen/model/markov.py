@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from livegen.errors import ModelError
+from livegen.jsonfile import read_json
 from livegen.model.tokens import Tokenizer, TokenConfig
 
 ARCH = "markov"
@@ -213,15 +214,11 @@ class MarkovModel:
         directory = Path(directory)
         if directory.is_file():
             directory = directory.parent
-        try:
-            config_data = json.loads((directory / "config.json").read_text())
-            data = json.loads((directory / COUNTS_FILE).read_text())
-        except FileNotFoundError as exc:
-            raise ModelError(f"{directory}: not a Markov model folder (missing {Path(exc.filename).name})") from exc
-        except OSError as exc:
-            raise ModelError(f"{directory}: cannot read the Markov model ({exc.strerror or exc}: {exc.filename})") from exc
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            raise ModelError(f"{directory}: Markov model files are not valid JSON ({exc})") from exc
+        for name in ("config.json", COUNTS_FILE):
+            if not (directory / name).exists():
+                raise ModelError(f"{directory}: not a Markov model folder (missing {name})")
+        config_data = read_json(directory / "config.json", ModelError)
+        data = read_json(directory / COUNTS_FILE, ModelError)
         if not isinstance(config_data, dict) or not isinstance(data, dict):
             raise ModelError(f"{directory}: not a Markov model (config.json and {COUNTS_FILE} must be JSON objects)")
         if config_data.get("arch") != ARCH or data.get("format") != FORMAT:

@@ -29,6 +29,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from livegen.errors import LivegenError, TrainingDataError
+from livegen.jsonfile import read_json
 from livegen.notes import Note, notes_to_array, read_midi, resolve_unisons
 
 PARSER_VERSION = 1
@@ -453,12 +454,7 @@ def read_split(directory: str | os.PathLike) -> dict:
     path = path if path.suffix == ".json" else path / SPLIT_FILE
     if not path.is_file():
         raise TrainingDataError(f"{path}: no split file (train the model with `livegen train` to write one)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise TrainingDataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise TrainingDataError(f"{path}: not valid JSON ({exc})") from exc
+    data = read_json(path, TrainingDataError)
     if not isinstance(data, dict) or not all(
         isinstance(data.get(k), list) and all(isinstance(i, str) for i in data[k]) for k in SPLITS
     ):
