@@ -53,6 +53,7 @@ class LSTMPredictor:
         self.model = model.eval()
         self.tokenizer = Tokenizer(model.config.tokens)
         self.device = next(model.parameters()).device
+        self._stream = None  # one NoteStream, forked per continuation: its weights are packed once
 
     @torch.no_grad()
     def score(self, rows: np.ndarray, start: int) -> Scores:
@@ -86,7 +87,10 @@ class LSTMPredictor:
         from livegen.model.sampling import SamplingParams
         from livegen.model.stream import NoteStream, make_generator
 
-        stream = NoteStream(self.model)
+        if self._stream is None:
+            self._stream = NoteStream(self.model)
+        stream = self._stream.fork()
+        stream.reset()
         generator = make_generator(seed, self.device)
         params = SamplingParams(temperature=temperature, pitch_low=pitch_range[0], pitch_high=pitch_range[1])
         stream.feed(primer)
