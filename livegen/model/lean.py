@@ -62,7 +62,7 @@ class LeanStep:
         if self.projection:  # layer 0 then reads relu(projection) through its own W_ih
             self.first_input = np.ascontiguousarray(_numpy(lstm.weight_ih_l0))
             self.first_bias = first_bias
-        self.recurrent = [np.ascontiguousarray(_numpy(lstm.weight_hh_l0))]
+        self.first_recurrent = np.ascontiguousarray(_numpy(lstm.weight_hh_l0))
         self.stacked: list[tuple[np.ndarray, np.ndarray]] = []  # layers >= 1: ([W_ih | W_hh], bias)
         for layer in range(1, self.layers):
             weight = np.concatenate([_numpy(getattr(lstm, f"weight_ih_l{layer}")),
@@ -98,7 +98,7 @@ class LeanStep:
             gates += self.first_bias
         else:
             gates = x
-        gates += self.recurrent[0] @ hs[0]
+        gates += self.first_recurrent @ hs[0]
         new_h = np.empty_like(hs)
         new_c = np.empty_like(cs)
         new_h[0], new_c[0] = self._cell(gates, cs[0])
