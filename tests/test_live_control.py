@@ -6,13 +6,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
 
 import pytest
 
 from daemon_driver import wait
 from livegen import presets
-from livegen.engine.tempo import ClockFollower
+from livegen.engine.tempo import fit_ticks
 from midi_probe import MidiProbe, note_offs, note_ons, port_matcher, unmatched
 
 SHIPPED = sorted(p.stem for p in presets.SHIPPED_DIR.glob("*.toml"))
@@ -95,9 +94,7 @@ class ClockSender:
     def grid(times: list[float], division_ticks: int):
         """(origin, step) of the line fitted to tick times, late ticks discounted as the daemon
         does (tests/engine/test_tempo_control.py checks that fit against known lines)."""
-        follower = ClockFollower()
-        follower._ticks = deque(enumerate(times))
-        origin, tick = follower.fit()
+        origin, tick = fit_ticks(list(enumerate(times)))
         return origin, tick * division_ticks
 
     def close(self):

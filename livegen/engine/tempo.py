@@ -77,27 +77,8 @@ class ClockFollower:
         return self.running and len(self._ticks) >= 6 and now - self._ticks[-1][1] < CLOCK_TIMEOUT_S
 
     def fit(self) -> tuple[float, float] | None:
-        """(time of tick 0, seconds per tick) by least squares over the last ticks.
-
-        Ticks can arrive late (a stalled scheduler, a busy MIDI driver) but never early, so after
-        a first fit the ticks far above the line are dropped and the line fitted again: a burst
-        of late ticks then no longer tilts the grid.
-        """
-        if len(self._ticks) < 2:
-            return None
-        points = list(self._ticks)
-        fitted = _line(points)
-        if fitted is None or len(points) < 8:
-            return fitted
-        origin, slope = fitted
-        residuals = [t - (origin + i * slope) for i, t in points]
-        centre = statistics.median(residuals)
-        spread = statistics.median(abs(r - centre) for r in residuals)
-        limit = centre + max(4.0 * 1.4826 * spread, LATE_TICK_S)
-        kept = [p for p, r in zip(points, residuals) if r <= limit]
-        if len(kept) == len(points) or len(kept) < len(points) // 2:
-            return fitted
-        return _line(kept) or fitted
+        """(time of tick 0, seconds per tick) fitted to the last ticks (see ``fit_ticks``)."""
+        return fit_ticks(list(self._ticks))
 
     @property
     def beat(self) -> float | None:
@@ -120,6 +101,29 @@ class ClockFollower:
         # is extrapolated over the answer's length only.
         anchor = int(self._ticks[-1][0] // step_ticks * step_ticks)
         return Grid(origin + anchor * tick, tick * step_ticks)
+
+
+def fit_ticks(points: list[tuple[int, float]]) -> tuple[float, float] | None:
+    """(time of tick 0, seconds per tick) by least squares over ``(tick index, arrival)`` points.
+
+    Ticks can arrive late (a stalled scheduler, a busy MIDI driver) but never early, so after
+    a first fit the ticks far above the line are dropped and the line fitted again: a burst
+    of late ticks then no longer tilts the grid.
+    """
+    if len(points) < 2:
+        return None
+    fitted = _line(points)
+    if fitted is None or len(points) < 8:
+        return fitted
+    origin, slope = fitted
+    residuals = [t - (origin + i * slope) for i, t in points]
+    centre = statistics.median(residuals)
+    spread = statistics.median(abs(r - centre) for r in residuals)
+    limit = centre + max(4.0 * 1.4826 * spread, LATE_TICK_S)
+    kept = [p for p, r in zip(points, residuals) if r <= limit]
+    if len(kept) == len(points) or len(kept) < len(points) // 2:
+        return fitted
+    return _line(kept) or fitted
 
 
 def _line(points: list[tuple[int, float]]) -> tuple[float, float] | None:
