@@ -17,6 +17,7 @@ import torch
 from livegen.model.lean import LeanStep
 from livegen.model.lstm import NextNote, NoteLSTM, State
 from livegen.model.sampling import SamplingParams, pitch_mask, sample_next
+from livegen.model.timebase import order_chords
 from livegen.model.tokens import Tokenizer
 from livegen.notes import PITCH, STEP, Note, array_to_notes, notes_to_array
 
@@ -41,7 +42,12 @@ def _streaming(method):
 
 
 class NoteStream:
-    """Streaming predictor over one NoteLSTM (rows are pitch, step, duration, velocity in seconds)."""
+    """Streaming predictor over one NoteLSTM (rows are pitch, step, duration, velocity in seconds).
+
+    A model in relative time (see livegen.model.timebase) reads and predicts in units of the
+    stream's running tempo: ``tempo`` follows every note fed, converts samples back to seconds,
+    and snaps to a MIDI clock's beat once ``set_beat`` gives one.
+    """
 
     def __init__(self, model: NoteLSTM, seed: int | None = None) -> None:
         self.model = model
@@ -50,6 +56,7 @@ class NoteStream:
         self.generator = make_generator(seed, self.device)
         self.state: State | None = None
         self.next: NextNote | None = None
+        self.tempo = self.tokenizer.tracker()
         self._masks: dict[tuple[int, int], torch.Tensor] = {}
         # One note at a time on the CPU goes through packed numpy weights (see lean.py).
         self._lean = LeanStep(model) if self.device.type == "cpu" and not model.training else None
@@ -61,19 +68,26 @@ class NoteStream:
     def reset(self) -> None:
         self.state = None
         self.next = None
+        self.tempo.reset()
+
+    def set_beat(self, seconds: float | None) -> None:
+        """The beat of a running MIDI clock (None: no clock): the best estimate of the tempo."""
+        self.tempo.beat = seconds if seconds and seconds > 0 else None
 
     def feed(self, rows: np.ndarray) -> None:
         """Advance over one row (4,) or several (N, 4) of notes, in onset order."""
         rows = np.asarray(rows, dtype=np.float64).reshape(-1, 4)
         if len(rows) == 1 and self._lean is not None:
-            h, self.state = self._lean(self.tokenizer.encode_one(rows[0]), self.state)
+            h, self.state = self._lean(self.tokenizer.encode_one(rows[0], self.tempo.unit), self.state)
             self.next = NextNote(self.model, h)
+            self.tempo.push(rows[0, STEP])
         elif len(rows):
-            self._feed_torch(rows)
+            self._feed_torch(order_chords(rows, self.tokenizer.config.chord_order, self.tokenizer.config.chord_seconds))
 
     @_streaming
     def _feed_torch(self, rows: np.ndarray) -> None:
-        tokens = torch.as_tensor(self.tokenizer.encode(rows), device=self.device)
+        tokens = torch.as_tensor(self.tokenizer.encode(rows, self.tempo), device=self.device)
+        self.tempo.extend(rows[:, STEP])
         if len(rows) == 1:
             self.next, self.state = self.model.step(tokens, self.state)
         else:
@@ -96,7 +110,7 @@ class NoteStream:
         if mask is None:
             mask = self._masks[key] = pitch_mask(*key, device=self.device)
         tokens = sample_next(self.next, params, generator or self.generator, mask, chord)
-        return self.tokenizer.decode(tokens.cpu().numpy())[0]
+        return self.tokenizer.decode(tokens.cpu().numpy(), self.tempo)[0]
 
     def warm_up(self) -> None:
         """Run one throw-away feed and sample so the first real answer pays no lazy set-up."""
@@ -111,6 +125,7 @@ class NoteStream:
         other = NoteStream.__new__(NoteStream)
         other.__dict__.update(self.__dict__)
         other._masks = self._masks
+        other.tempo = self.tempo.copy()
         return other
 
 

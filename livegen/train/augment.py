@@ -2,8 +2,9 @@
 
 Applied to a whole piece once per epoch (new random draws each epoch):
 
-* transposition by a few semitones, only where the piece stays inside the piano range;
-* tempo scaling (steps and durations times one factor, log-uniform);
+* transposition anywhere on the keyboard where the piece stays inside the piano range (uniform
+  over those shifts), so the model has no favourite register and follows the player's;
+* tempo scaling (steps and durations times one factor, log-uniform, x0.5 to x2);
 * for quantised sources (scores): small Gaussian onset jitter (one offset per onset, so chords
   stay chords), a little articulation change of durations, and velocity variation (a per-piece level plus per-note spread), since a score has
   neither timing nor dynamics of a performance.
@@ -24,8 +25,8 @@ PIANO_LOW, PIANO_HIGH = 21, 108
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    transpose: int = 5  # up to this many semitones either way
-    tempo: float = 0.15  # factor drawn log-uniformly in [1/(1+tempo), 1+tempo]
+    transpose: int = 88  # up to this many semitones either way (88: anywhere on the piano)
+    tempo: float = 1.0  # factor drawn log-uniformly in [1/(1+tempo), 1+tempo]
     jitter: float = 0.008  # seconds, std of onset noise (quantised sources)
     articulation: float = 0.15  # durations times U[1-a, 1] (quantised sources)
     velocity_level: float = 15.0  # std of a per-piece velocity offset (quantised sources)

@@ -22,13 +22,14 @@ from livegen.errors import LivegenError, ModelError, OutputFileError, TrainingDa
 ARCH_CHOICES = {"note-lstm": "note-lstm", "lstm": "note-lstm", "seed": "seed-lstm", "seed-lstm": "seed-lstm",
                 "markov": "markov"}
 CARD_FILE = "MODEL_CARD.md"
-AUGMENT_TRANSPOSE = 5  # AugmentConfig's default, repeated so parsing arguments needs no numpy
+AUGMENT_TRANSPOSE = 88  # AugmentConfig's default, repeated so parsing arguments needs no numpy
 
 
 _positive_int = number(int, lambda value: value >= 1, "must be at least 1")
 _non_negative_int = number(int, lambda value: value >= 0, "must be at least 0")
 _fraction = number(float, lambda value: 0.0 <= value < 1.0, "must be in [0, 1)")
 _positive_float = number(float, lambda value: value > 0, "must be positive")
+_non_negative_float = number(float, lambda value: 0 <= value <= 10, "must be in [0, 10]")
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,7 +70,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--max-steps", type=_non_negative_int, default=0, help="stop after this many steps (0 = no limit)")
     train.add_argument("--no-augment", action="store_true", help="no transposition, tempo, jitter or velocity augmentation")
     train.add_argument("--transpose", type=_non_negative_int, default=AUGMENT_TRANSPOSE,
-                       help=f"random transposition of training pieces by up to N semitones either way (default {AUGMENT_TRANSPOSE})")
+                       help=f"random transposition of training pieces by up to N semitones either way, never off the "
+                            f"piano (default {AUGMENT_TRANSPOSE}: anywhere on the keyboard)")
+    train.add_argument("--tempo-augment", type=_non_negative_float, default=1.0, metavar="A",
+                       help="random tempo factor of training pieces in [1/(1+A), 1+A] (default 1: x0.5 to x2)")
+    train.add_argument("--init-from", type=Path, metavar="DIR",
+                       help="start from this trained model (fine-tuning: e.g. models/default on your own MIDI "
+                            "files); its architecture and time representation are kept")
     train.add_argument("--seed", type=int, default=0, help="seed of the split, initialisation and batches (default 0)")
     train.add_argument("--select", choices=["pitch", "total"], default="pitch",
                        help="validation loss that picks the saved model: pitch (the headline, default) or the "
@@ -88,6 +95,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--input-projection", action=argparse.BooleanOptionalAction, default=False,
                        help="a Linear+ReLU between the note embedding and the LSTM (note-lstm, default off)")
     model.add_argument("--markov-order", type=_positive_int, default=4, help="longest context (markov, default 4)")
+    model.add_argument("--time", choices=["relative", "seconds"], default="relative",
+                       help="note-lstm timing: relative (steps and durations in units of the running tempo, so "
+                            "answers follow the player's tempo; default) or seconds (the first release's)")
+    model.add_argument("--chord-order", choices=["descending", "ascending"], default="descending",
+                       help="order of the notes of a chord (note-lstm): descending (top note first, so the model "
+                            "learns the voices under a melody; default) or ascending")
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
@@ -184,12 +197,15 @@ def _hardware(device) -> str:
 def _model_for(args, arch: str):
     from livegen.model.lstm import NoteLSTM, NoteLSTMConfig
     from livegen.model.seed_baseline import SeedLSTM, SeedLSTMConfig
+    from livegen.model.tokens import TokenConfig
 
     try:
         if arch == "seed-lstm":
             return SeedLSTM(SeedLSTMConfig(hidden=args.hidden or 128))
+        tokens = TokenConfig.relative_default(args.chord_order) if args.time == "relative" \
+            else TokenConfig(chord_order=args.chord_order)
         return NoteLSTM(NoteLSTMConfig(hidden=args.hidden or 384, layers=args.layers, dropout=args.dropout,
-                                       head=args.head, input_projection=args.input_projection))
+                                       head=args.head, input_projection=args.input_projection, tokens=tokens))
     except ValueError as exc:
         raise ModelError(f"invalid model size: {exc}") from exc
 
@@ -200,7 +216,8 @@ def _train_config(args, arch: str):
 
     values = {"arch": arch, "epochs": args.epochs, "window": args.window, "seed": args.seed,
               "max_steps": args.max_steps, "amp": args.amp, "select": args.select,
-              "augment": NO_AUGMENTATION if args.no_augment else AugmentConfig(transpose=args.transpose)}
+              "augment": NO_AUGMENTATION if args.no_augment else AugmentConfig(transpose=args.transpose,
+                                                                               tempo=args.tempo_augment)}
     if arch == "seed-lstm":
         values.update(SeedTask.defaults)
     for name in ("batch_size", "lr", "weight_decay", "clip", "warmup"):
@@ -287,10 +304,14 @@ def _train_network(args, arch, out, device, dist_info, train_pieces, val_pieces,
     config = _train_config(args, arch)
     torch.manual_seed(args.seed)
     model = _model_for(args, arch)
-    if args.resume:
-        model = load_model(out / LAST_DIR, device="cpu").train()
-        if type(model) is not type(_model_for(args, arch)):
-            raise ModelError(f"--resume: {out / LAST_DIR} holds a different architecture than --arch {args.arch}")
+    for flag, source in (("--resume", out / LAST_DIR if args.resume else None), ("--init-from", args.init_from)):
+        if source is None:
+            continue
+        expected = type(model)
+        model = load_model(source, device="cpu").float().train()
+        if type(model) is not expected:
+            raise ModelError(f"{flag}: {source} holds a different architecture than --arch {args.arch}")
+        break
     parameters = sum(p.numel() for p in model.parameters())
     log(f"model: {arch}, {parameters:,} parameters, device {device}"
         + (f", {dist_info.world} processes" if dist_info.enabled else ""))

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from livegen.model.markov import ARCH as MARKOV, MarkovModel
+from livegen.model.timebase import order_chords
 from livegen.model.tokens import Tokenizer
 from livegen.notes import DURATION, PITCH, STEP, array_to_notes
 from livegen.train import metrics
@@ -54,6 +55,11 @@ class LSTMPredictor:
         self.tokenizer = Tokenizer(model.config.tokens)
         self.device = next(model.parameters()).device
         self._stream = None  # one NoteStream, forked per continuation: its weights are packed once
+
+    def prepare(self, rows: np.ndarray) -> np.ndarray:
+        """The piece with its chords in the order this model reads them (the same notes)."""
+        config = self.tokenizer.config
+        return order_chords(rows, config.chord_order, config.chord_seconds)
 
     @torch.no_grad()
     def score(self, rows: np.ndarray, start: int) -> Scores:
@@ -196,6 +202,8 @@ def likelihoods(predictor, pieces: Sequence[Piece]) -> dict:
         rows = np.asarray(piece.notes, dtype=np.float64)
         if len(rows) <= CONTEXT:
             continue
+        if hasattr(predictor, "prepare"):  # a chord's notes in the model's order: the same notes, one joint probability
+            rows = predictor.prepare(rows)
         scores = predictor.score(rows, CONTEXT)
         truth = np.clip(np.round(rows[CONTEXT:, PITCH]), 0, 127).astype(int)
         pitch_lp.append(scores.pitch)

@@ -33,6 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from livegen.errors import ModelError
+from livegen.model.timebase import order_chords
 from livegen.model.tokens import FIELDS, Tokenizer
 from livegen.train.augment import NO_AUGMENTATION, AugmentConfig, augment
 from livegen.train.data import Piece
@@ -79,8 +80,9 @@ class LSTMBatches:
     def __init__(self, arrays: Sequence[np.ndarray], tokenizer: Tokenizer, window: int, batch_size: int,
                  rng: np.random.Generator | None) -> None:
         windows = []
+        config = tokenizer.config
         for array in arrays:
-            tokens = tokenizer.encode(array)
+            tokens = tokenizer.encode(order_chords(array, config.chord_order, config.chord_seconds))
             n = len(tokens)
             if n < 2:
                 continue
