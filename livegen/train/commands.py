@@ -39,6 +39,8 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--corpus", choices=["music21"], help="also use the corpus the music21 package ships")
     group.add_argument("--corpus-include", action="append", default=[], metavar="TEXT",
                        help="keep only corpus files whose path contains TEXT (e.g. bach/ or essenFolksong); repeatable")
+    group.add_argument("--corpus-exclude", action="append", default=[], metavar="TEXT",
+                       help="then drop corpus files whose path contains TEXT (e.g. joplin, to hold a style out); repeatable")
     group.add_argument("--workers", type=_non_negative_int, default=min(os.cpu_count() or 1, 8),
                        help="parser processes (default: CPU count up to 8; 0 = parse in this process)")
     group.add_argument("--cache", metavar="DIR", help="parsed-notes cache (default: the user cache dir)")
@@ -121,6 +123,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature for continuations (default 1)")
     parser.add_argument("--max-pieces", type=_non_negative_int, default=0, help="evaluate at most N pieces (0 = all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the continuations (default 0)")
+    parser.add_argument("--follow-pieces", type=_non_negative_int, default=150, metavar="N",
+                        help="how well answers follow the player (tempo, register, key, dynamics, chords) on calls "
+                             "from at most N pieces (default 150; 0 = skip the follow section)")
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
     parser.add_argument("--output", type=Path, metavar="FILE", help="also write the JSON report to FILE")
 
@@ -149,7 +154,7 @@ def _source_files(args, patterns=None) -> list[str]:
     patterns = args.data if patterns is None else patterns
     files = find_files(patterns) if patterns else []
     if getattr(args, "corpus", None) == "music21":
-        files += corpus_files(args.corpus_include)
+        files += corpus_files(args.corpus_include, args.corpus_exclude)
     return list(dict.fromkeys(files))
 
 
@@ -277,14 +282,16 @@ def run_train(args: argparse.Namespace) -> int:
             raise TrainingDataError("the split leaves no training pieces")
         if main and not args.resume:
             write_split(out, split, seed=args.seed, sources={"data": args.data, "corpus": args.corpus,
-                                                             "corpus_include": args.corpus_include},
+                                                             "corpus_include": args.corpus_include,
+                                                             "corpus_exclude": args.corpus_exclude},
                         split_from=str(args.split_from) if args.split_from else None)
         log(f"split: {len(train_pieces)} train, {len(val_pieces)} validation, {len(split['test'])} test pieces "
             f"({sum(len(p.notes) for p in train_pieces)} training notes)")
         meta = {"command": _command_line(), "data": {"files": ingested.files, "pieces": len(ingested.pieces),
                                                      "skipped": len(ingested.skipped), "train_pieces": len(train_pieces),
                                                      "train_notes": int(sum(len(p.notes) for p in train_pieces))},
-                "split": "split.json", "device": str(device), "hardware": _hardware(device)}
+                "split": "split.json", "device": str(device), "hardware": _hardware(device),
+                "init_from": str(args.init_from) if args.init_from else None}
         if arch == "markov":
             return _train_markov(args, out, train_pieces, val_pieces, meta, log)
         return _train_network(args, arch, out, device, dist_info, train_pieces, val_pieces, meta, log)
@@ -415,7 +422,8 @@ def run_eval(args: argparse.Namespace) -> int:
     recorded = read_split(split_dir) if split_dir is not None else None
 
     files = _source_files(args)
-    source = {"data": args.data, "corpus": args.corpus, "corpus_include": args.corpus_include}
+    source = {"data": args.data, "corpus": args.corpus, "corpus_include": args.corpus_include,
+              "corpus_exclude": args.corpus_exclude}
     wanted = None
     if not files:
         if recorded is None:
@@ -449,8 +457,13 @@ def run_eval(args: argparse.Namespace) -> int:
         markov_info["notes"] = markov.notes_seen
 
     predictors = {spec: load_predictor(spec, device, markov if spec == "markov" else None) for spec in specs}
+    from livegen.train.follow import FollowSettings
+
+    follow_settings = FollowSettings(max_pieces=args.follow_pieces, temperature=args.temperature, seed=args.seed) \
+        if args.follow_pieces else None
     settings = EvalSettings(primer_notes=args.primer_notes, continuation_notes=args.continuation_notes,
-                            temperature=args.temperature, seed=args.seed, max_pieces=args.max_pieces)
+                            temperature=args.temperature, seed=args.seed, max_pieces=args.max_pieces,
+                            follow=follow_settings)
     started = time.perf_counter()
     result = evaluate(predictors, pieces, settings, progress=None if args.quiet else log)
     report = {

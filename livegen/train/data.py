@@ -114,11 +114,12 @@ def corpus_root() -> Path:
     return Path(music21.__file__).parent / "corpus"
 
 
-def corpus_files(include: Sequence[str] = ()) -> list[str]:
+def corpus_files(include: Sequence[str] = (), exclude: Sequence[str] = ()) -> list[str]:
     """File ids (``music21:<relative path>``) of the corpus music21 ships.
 
     ``include``: keep only files whose relative path contains one of these substrings
-    (e.g. ``bach/``, ``essenFolksong``); empty keeps everything.
+    (e.g. ``bach/``, ``essenFolksong``); empty keeps everything.  ``exclude``: then drop files
+    whose path contains one of these (styles held out to test how a model generalises).
     """
     root = corpus_root()
     preference = {suffix: rank for rank, suffix in enumerate(SCORE_SUFFIXES + MIDI_SUFFIXES)}
@@ -129,12 +130,15 @@ def corpus_files(include: Sequence[str] = ()) -> list[str]:
         relative = path.relative_to(root).as_posix()
         if include and not any(part in relative for part in include):
             continue
+        if any(part in relative for part in exclude):
+            continue
         work = path.with_suffix("")
         if work not in chosen or preference[path.suffix.lower()] < preference[chosen[work].suffix.lower()]:
             chosen[work] = path
     ids = sorted(CORPUS_PREFIX + p.relative_to(root).as_posix() for p in chosen.values())
     if not ids:
-        raise TrainingDataError(f"no music21 corpus files match {list(include)}")
+        raise TrainingDataError(f"no music21 corpus files match {list(include)}"
+                                + (f" without {list(exclude)}" if exclude else ""))
     return ids
 
 

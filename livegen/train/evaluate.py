@@ -32,6 +32,7 @@ from livegen.model.tokens import Tokenizer
 from livegen.notes import DURATION, PITCH, STEP, array_to_notes
 from livegen.train import metrics
 from livegen.train.data import Piece
+from livegen.train.follow import FollowSettings, follow, follow_pairs
 
 CONTEXT = 25
 
@@ -193,6 +194,7 @@ class EvalSettings:
     pitch_range: tuple[int, int] = (21, 108)
     seed: int = 0
     max_pieces: int = 0  # 0 = all
+    follow: FollowSettings | None = FollowSettings()  # None: no follow section
 
 
 def likelihoods(predictor, pieces: Sequence[Piece]) -> dict:
@@ -277,6 +279,7 @@ def evaluate(predictors: dict[str, object], pieces: Sequence[Piece], settings: E
     if settings.max_pieces and len(pieces) > settings.max_pieces:
         pieces = list(pieces)[: settings.max_pieces]
     pairs = continuation_pairs(pieces, settings)
+    calls = follow_pairs(pieces, settings.follow) if settings.follow is not None else []
     report = {}
     for name, predictor in predictors.items():
         if progress:
@@ -284,6 +287,8 @@ def evaluate(predictors: dict[str, object], pieces: Sequence[Piece], settings: E
         entry = {"arch": predictor.kind, "parameters": parameter_count(predictor)}
         entry.update(likelihoods(predictor, pieces))
         entry["continuation"] = continuations(predictor, pairs, settings)
+        if settings.follow is not None:
+            entry["follow"] = follow(predictor, calls, settings.follow)
         report[name] = entry
     real_rhythm = metrics.rhythm_summary([array_to_notes(truth) for _, truth in pairs])
     return {"models": report, "real_continuations": {"pieces": len(pairs), "rhythm": real_rhythm},
@@ -322,5 +327,14 @@ def format_table(report: dict) -> str:
     lines.append("distinct IOI fraction".ljust(26) + "".join(
         cell(models[n]["continuation"]["rhythm"]["distinct_ioi_fraction"]) for n in names)
                  + f"   (real {report['real_continuations']['rhythm']['distinct_ioi_fraction']:.3f})")
+    follows = [models[n].get("follow") for n in names]
+    if any(follows):
+        for label, key, real in (("follow: tempo slope", "tempo_slope", None), ("follow: tempo error 1x", "tempo_error", "tempo_error_real"),
+                                 ("follow: register dist", "register_distance", "register_distance_real"),
+                                 ("follow: register slope", "register_slope", None), ("follow: in key", "in_key", "in_key_real"),
+                                 ("follow: dynamics slope", "dynamics_slope", None), ("follow: chord share", "chord_share", "chord_share_real")):
+            reference = next((f[real] for f in follows if f and real and f.get(real) is not None), None)
+            lines.append(label.ljust(26) + "".join(cell((f or {}).get(key)) for f in follows)
+                         + (f"   (real {reference:.3f})" if reference is not None else ""))
     lines.append("invalid outputs".ljust(26) + "".join(cell(models[n]["continuation"]["invalid"]["total"]) for n in names))
     return "\n".join(lines)
