@@ -13,8 +13,8 @@ below, the melody is fed first and each voice is sampled below the one before; w
 note of the chord carries the time since the previous chord; every other note has step 0.
 
 Every voice has a pitch window by its position (rank): the k-th voice below the melody lies
-within ``REACH * k`` semitones under it and leaves room for the k-1 voices above it; voices
-above mirror that.  A voice also stays strictly between its neighbours already chosen, so no
+within ``REACH * k`` semitones under it and at least ``ROOM * (k-1) + 1`` under it, leaving a
+third for each of the k-1 voices above it; voices above mirror that.  A voice also stays strictly between its neighbours already chosen, so no
 pitch is struck twice and the melody is never doubled.  A window that is empty (the preset's
 pitch range, the ends of the keyboard) drops that voice.
 
@@ -22,7 +22,8 @@ A voice the model picks before it has read the melody note (all of them for an "
 model under the melody: the lowest note of a chord comes first) cannot take the melody into
 account, so it is held to pitches consonant with the melody (``CONSONANT_TO_MELODY``; the
 fourth only for a voice above the lowest one) that make no parallel fifth or octave with the
-parts already placed, the melody included (``parallels_with``).  Voices read after the melody, in the model's
+parts already placed, the melody included (``parallels_with``); a voice with no consonant
+pitch left in its window is left out, and parallels are allowed when nothing else is left.  Voices read after the melody, in the model's
 own order, are the model's alone.
 
 The player's note is fed at its note-on, before its length is known: it is fed with a guessed
@@ -57,6 +58,7 @@ PLACEMENTS = ("below", "above", "around")
 CHORD_ORDERS = ("ascending", "descending")
 MAX_VOICES = 8
 REACH = 12  # semitones: the k-th voice from the melody lies within REACH * k of it
+ROOM = 3  # semitones kept free per voice between the k-th voice and the melody (a third each)
 FIRST_GUESS_S = 0.5  # guessed duration of the first melody note
 GUESS_RANGE_S = (0.05, 2.0)  # guessed durations are clamped to this
 CONSONANT_TO_MELODY = frozenset({0, 3, 4, 7, 8, 9})  # interval classes; 5 (the fourth) above the lowest voice
@@ -131,9 +133,9 @@ def voice_window(melody: int, rank: int, chosen: dict[int, int], low: int = 0, h
     (rank -> pitch, the melody at 0) and the allowed range; low > high means no room."""
     k = abs(rank)
     if rank < 0:
-        lo, hi = melody - REACH * k, melody - k
+        lo, hi = melody - REACH * k, melody - 1 - ROOM * (k - 1)
     else:
-        lo, hi = melody + k, melody + REACH * k
+        lo, hi = melody + 1 + ROOM * (k - 1), melody + REACH * k
     above = [pitch for r, pitch in chosen.items() if r > rank]
     below = [pitch for r, pitch in chosen.items() if r < rank]
     if above:
@@ -228,11 +230,12 @@ def voice_chord(
         window = dataclasses.replace(params, pitch_low=low, pitch_high=high)
         taken = list(chosen.values())
         if not (fed_melody and rank in heard_after_melody):
-            avoid = set(dissonant_to(melody.pitch, low, high, rank == lowest_rank))
-            if previous:
-                avoid.update(parallels_with(rank, range(low, high + 1), chosen, previous))
-            if len(avoid) < high - low + 1:  # keep some room, else let the model choose freely
-                taken += sorted(avoid)
+            room = high - low + 1
+            dissonant = set(dissonant_to(melody.pitch, low, high, rank == lowest_rank))
+            if len(dissonant) == room:  # no consonant pitch left for this voice: leave it out
+                continue
+            parallel = set(parallels_with(rank, range(low, high + 1), chosen, previous)) if previous else set()
+            taken += sorted(dissonant | parallel if len(dissonant | parallel) < room else dissonant)
         pitch = voicing.sample(predictor, window, step, taken)
         if pitch is None or not low <= pitch <= high or pitch in taken:
             continue

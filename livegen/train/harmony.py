@@ -222,3 +222,22 @@ def evaluate_harmonize(make_stream: Callable[[], object], voicing: ModelVoicing,
         "bach": _pool(bach) if bach else None,
         "keys": keys,
     }
+
+
+def format_harmonize(models: dict) -> str:
+    """Plain-text lines of every model's harmonize section (``livegen eval --harmonize``)."""
+    lines = []
+    columns = ("pc_overlap", "consonant", "in_key", "parallels_per_onset", "voices_per_onset")
+    for name, figures in models.items():
+        section = figures.get("harmonize")
+        if not section or not section.get("model"):
+            continue
+        s = section["settings"]
+        lines.append(f"harmonize {name}: {section['pieces']} pieces, {section['model']['onsets']} soprano onsets, "
+                     f"{s['voices']} voices {s['placement']} ({s['chord_order']} chord order, T {s['temperature']:g})")
+        lines.append("  " + "system".ljust(16) + "".join(c.rjust(21) for c in columns))
+        for system in ("model", "thirds_baseline", "bach"):
+            row = section[system]
+            lines.append("  " + system.ljust(16) + "".join(
+                ("-" if row.get(c) is None else f"{row[c]:.3f}").rjust(21) for c in columns))
+    return "\n".join(lines)
