@@ -80,7 +80,7 @@ def test_generation_order_follows_the_models_chord_order():
 
 def test_each_rank_has_its_window_and_stays_between_its_neighbours():
     assert voice_window(72, -1, {0: 72}) == (72 - REACH, 71)
-    assert voice_window(72, -3, {0: 72}) == (72 - 3 * REACH, 66)  # a third of room for each voice above it
+    assert voice_window(72, -3, {0: 72}) == (72 - 3 * REACH, 65)  # a third of room for each voice above it
     assert voice_window(72, 2, {0: 72}) == (76, 72 + 2 * REACH)
     assert voice_window(72, -2, {0: 72, -1: 67, -3: 55}) == (56, 66)
     assert voice_window(72, -1, {0: 72}, low=40, high=70) == (60, 70)
