@@ -32,7 +32,7 @@ from livegen.errors import LivegenError
 from livegen.io.sinks import MessageSink, MultiSink, RecordingSink, Sink
 from livegen.model.params import SamplingParams
 from livegen.notes import Note, Track, read_midi, write_midi
-from livegen.presets import QUANTIZE, Preset
+from livegen.presets import PLACEMENTS, QUANTIZE, Preset
 
 DEMO_PHRASE = "demo_phrase.mid"
 
@@ -61,7 +61,11 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pitch-range", type=pitch_range, metavar="LOW-HIGH", help="pitches the answer may use (default 21-108)")
     parser.add_argument("--mode", choices=MODES,
                         help="call-response (stop when the player comes back in; default), overlap (keep playing), "
-                             "mirror (answer with a Markov model learned from this session's playing)")
+                             "mirror (answer with a Markov model learned from this session's playing), "
+                             "harmonize (voices added to every note as it is played)")
+    parser.add_argument("--voices", type=number_in_range(int, 1, 8), help="harmonize mode: voices per melody note (default 3)")
+    parser.add_argument("--harmonize", choices=PLACEMENTS,
+                        help="harmonize mode: the voices go below (default), above or around the melody")
     parser.add_argument("--min-notes", type=number_in_range(int, 1, 1000), help="notes a phrase needs before it is answered (default 1)")
     parser.add_argument("--max-listen", type=number_in_range(float, 0.0, 3600.0), metavar="SECONDS",
                         help="answer after this long even if the player keeps going; 0 = never (default 30)")
@@ -81,7 +85,7 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 _OVERRIDES = {  # flag attribute -> (preset section or None, key)
-    "model": (None, "model"), "mode": (None, "mode"),
+    "model": (None, "model"), "mode": (None, "mode"), "voices": (None, "voices"), "harmonize": (None, "harmonize"),
     "temperature": ("sampling", "temperature"), "top_p": ("sampling", "top_p"),
     "length": ("response", "length"), "max_seconds": ("response", "max_seconds"), "quantize": ("response", "quantize"),
     "gap_ms": ("listen", "gap_ms"), "gap_beats": ("listen", "gap_beats"), "min_notes": ("listen", "min_notes"),
@@ -145,6 +149,8 @@ def session_config(preset: Preset, passthrough_channel: int = 1) -> SessionConfi
         gap_beats=li.gap_beats,
         controls=control_map(preset),
         name=preset.name,
+        voices=preset.voices,
+        harmonize=preset.harmonize,
     )
 
 
@@ -169,6 +175,17 @@ def load_predictor(args: argparse.Namespace, preset: Preset):
     predictor = NoteStream(model, seed=args.seed)
     predictor.warm_up()
     return predictor
+
+
+def load_voicing(predictor):
+    """How harmonize mode voices chords with this predictor (the model's chord order)."""
+    from livegen.engine.harmonize import ModelVoicing
+
+    if getattr(predictor, "tokenizer", None) is None or not hasattr(predictor, "next"):  # mirror: no LSTM
+        return ModelVoicing()
+    from livegen.model.voicing import voicing_for
+
+    return voicing_for(predictor)
 
 
 def open_synth(args: argparse.Namespace, client_name: str, log: EventLog, say: Callable[[str], None]):
@@ -227,7 +244,7 @@ def run_demo(args: argparse.Namespace) -> int:
             stack.callback(synth.close)
         source = QueueSource()
         session = Session(source, predictor, MultiSink(sinks), config, passthrough=[synth] if synth else [],
-                          recorder=recorder, log=log)
+                          recorder=recorder, log=log, voicing=load_voicing(predictor))
         session.start()
         log({"event": "ready", "t": time.monotonic()})
         say(f"ready: playing the demo phrase ({len(phrase)} notes), then livegen answers")
@@ -326,7 +343,7 @@ def run_daemon(args: argparse.Namespace) -> int:
             recorder = RecordingSink() if args.record else None
             sink = MultiSink(outputs + ([recorder] if recorder else []))
             session = Session(ports.input, predictor, sink, config, passthrough=passthrough,
-                              recorder=recorder, log=log, switch=switch)
+                              recorder=recorder, log=log, switch=switch, voicing=load_voicing(predictor))
             session.start()
             try:
                 log({"event": "ready", "t": time.monotonic()})

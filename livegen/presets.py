@@ -25,7 +25,8 @@ from typing import Any
 
 from livegen.errors import PresetError
 
-MODES = ("call-response", "overlap", "mirror")
+MODES = ("call-response", "overlap", "mirror", "harmonize")
+PLACEMENTS = ("below", "above", "around")  # livegen.engine.harmonize.PLACEMENTS
 QUANTIZE = ("off", "1/4", "1/8", "1/8t", "1/16", "1/16t", "1/32")
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "presets"
 DEFAULT_NAME = "default"
@@ -108,7 +109,9 @@ class Preset:
     name: str = field(default=DEFAULT_NAME, metadata=_doc("preset name"))
     description: str = field(default="", metadata=_doc("what it sounds like and why"))
     model: str = field(default="", metadata=_doc("model folder, relative to the preset file (empty = the default model)"))
-    mode: str = field(default="call-response", metadata=_choice(MODES, "call-response, overlap or mirror"))
+    mode: str = field(default="call-response", metadata=_choice(MODES, "call-response, overlap, mirror or harmonize"))
+    voices: int = field(default=3, metadata=_range(1, 8, "harmonize mode: voices added to each note played"))
+    harmonize: str = field(default="below", metadata=_choice(PLACEMENTS, "harmonize mode: the voices go below, above or around the melody"))
     sampling: Sampling = field(default_factory=Sampling)
     response: Response = field(default_factory=Response)
     listen: Listen = field(default_factory=Listen)

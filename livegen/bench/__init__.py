@@ -32,8 +32,9 @@ import time
 from pathlib import Path
 
 from livegen import __version__
+from livegen.bench.harmonize import TARGETS as HARMONIZE_TARGETS
 
-BENCHMARKS = ("latency", "inference", "train", "startup")
+BENCHMARKS = ("latency", "inference", "train", "startup", "harmonize")
 SCHEMA = 1
 REPORT_KEYS = ("schema", "livegen_bench", "command", "started", "elapsed_s", "machine", "versions", "git", "config",
                "results", "targets", "skipped")
@@ -48,6 +49,7 @@ TARGETS = (
     ("inference speedup vs seed way", ("inference", "devices", "cpu", "speedup_vs_seed_way"), 10.0, "min", "x"),
     ("training throughput vs seed recipe", ("train", "ratio"), 10.0, "min", "x"),
     ("startup to ready", ("startup", "ready_s", "median"), 3.0, "max", "s"),
+    *HARMONIZE_TARGETS,
 )
 
 
@@ -220,6 +222,10 @@ def run_benchmarks(args: argparse.Namespace) -> dict:
             rss = [r for r in (results["startup"].get("peak_rss_mb_idle"), results["latency"]["daemon"]["peak_rss_mb"],
                                results.get("latency_flood", {}).get("daemon", {}).get("peak_rss_mb")) if r]
             results["startup"]["peak_rss_mb"] = max(rss) if rss else None
+    if "harmonize" in wanted:
+        from livegen.bench.harmonize import bench as bench_harmonize
+
+        bench_harmonize(args, results, skipped, _say)
     if "inference" in wanted:
         from livegen.bench.inference import bench_inference
 
@@ -286,6 +292,10 @@ def format_table(report: dict) -> str:
         s = r["startup"]
         lines.append(f"startup: ready in {_f(s['ready_s']['median'])} s (median of {s['runs']}); "
                      f"peak RSS {s.get('peak_rss_mb', s.get('peak_rss_mb_idle'))} MB")
+    if "harmonize" in r:
+        from livegen.bench.harmonize import format_lines
+
+        lines += format_lines(r["harmonize"])
     for name, reason in report["skipped"].items():
         lines.append(f"{name}: skipped ({reason})")
     if report["targets"]:

@@ -2,7 +2,8 @@
 
 The engine thread hands every ``ControlChanged`` to ``ControlMap.interpret``; what comes back is
 a ``(name, value)`` the session applies: temperature, length and gap take effect on the next
-answer, mode too; panic and mute act at once.  End-call is the phrase detector's (it needs the
+answer, mode too (the mode knob's travel is cut in four: call-response, overlap, mirror,
+harmonize); panic and mute act at once.  End-call is the phrase detector's (it needs the
 press, not the value) and is only listed here so presets and MIDI learn see one map.
 
 ``TimedScheduler`` sits between the worker and the scheduler: it moves each answer's notes by
@@ -18,7 +19,7 @@ from typing import Hashable
 
 from livegen.engine.tempo import Grid
 
-MODES = ("call-response", "overlap", "mirror")
+MODES = ("call-response", "overlap", "mirror", "harmonize")
 LEARNABLE = ("temperature", "length", "gap", "mode", "panic", "end_call", "mute")
 
 STATE_VALUES = {"idle": 0, "listening": 64, "playing": 127}

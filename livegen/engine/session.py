@@ -10,7 +10,8 @@ the player plays on, the answer is cancelled before a note of it sounds; if not,
 time, so the latency is the scheduler's wake-up jitter, not the model's inference time.
 
 Barge-in: a key pressed while the answer plays cancels it at once (note-offs sent), unless the
-mode is "overlap".  Every thread is started by ``start()`` and joined by ``stop()``, which leaves
+mode is "overlap".  Mode "harmonize" answers no phrase: each key pressed gets voices at once
+(livegen/engine/harmonize.py); switching into or out of it leaves nothing sounding.  Every thread is started by ``start()`` and joined by ``stop()``, which leaves
 nothing sounding.
 """
 
@@ -38,6 +39,7 @@ from livegen.engine.assembler import (
 )
 from livegen.engine.clock import Clock
 from livegen.engine.control import STATE_VALUES, ControlMap, TimedScheduler
+from livegen.engine.harmonize import Harmonizer, HarmonizeSettings, ModelVoicing, check_placement
 from livegen.engine.phrase import PhraseDetector, PhraseEnd
 from livegen.engine.scheduler import Scheduler, SchedulerThread
 from livegen.engine.tempo import DIVISIONS, ClockFollower, Grid, phrase_beat
@@ -46,7 +48,8 @@ from livegen.engine.worker import Predictor, ResponseRequest, ResponseWorker
 from livegen.io.sinks import RecordingSink, Sink
 from livegen.model.params import SamplingParams
 
-MODES = ("call-response", "overlap", "mirror")
+MODES = ("call-response", "overlap", "mirror", "harmonize")
+HARMONIZE = "harmonize"
 POLL_INTERVAL = 0.05  # seconds: the longest the engine thread sleeps without checking for stop
 
 
@@ -80,12 +83,18 @@ class SessionConfig:
     gap_beats: float = 0.0  # > 0: the gap in beats whenever a tempo is known
     controls: ControlMap = field(default_factory=ControlMap)
     name: str = "default"
+    voices: int = 3  # harmonize mode: voices added to each melody note
+    harmonize: str = "below"  # harmonize mode: below, above or around the melody
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.quantize != "off" and self.quantize not in DIVISIONS:
             raise ValueError(f"quantize must be off or one of {', '.join(DIVISIONS)}, got {self.quantize!r}")
+        check_placement(self.voices, self.harmonize)
+
+    def harmonize_settings(self) -> HarmonizeSettings:
+        return HarmonizeSettings(self.voices, self.harmonize, self.sampling, self.channel, self.velocity_scale)
 
 
 class Session:
@@ -102,6 +111,7 @@ class Session:
         log: Callable[[dict], None] | None = None,
         clock: Clock = time.monotonic,
         switch: Sequence[SessionConfig] = (),
+        voicing: ModelVoicing | None = None,
     ) -> None:
         self.config = config = config or SessionConfig()
         self.source = source
@@ -123,6 +133,7 @@ class Session:
         self.scheduler_thread = SchedulerThread(self.scheduler)
         self.timing = TimedScheduler(self.scheduler)
         self.worker = ResponseWorker(predictor, self.timing, log=self._log, clock=clock)
+        self.harmonizer = Harmonizer(self.scheduler, self.worker, voicing, clock=clock, log=self._log)
         self.switch = list(switch)
         self._unswitched: set[int] = set()  # program numbers with no preset, already reported
         self.tempo = ClockFollower()
@@ -158,6 +169,7 @@ class Session:
         if self._thread is not None:
             self._thread.join(max(0.0, deadline - time.monotonic()))
         # Each step runs even if one before it failed: a bug in one must not leave notes on.
+        self._guarded("stop", self.harmonizer.close_all)
         self._guarded("stop", self._cancel_answers)
         self._guarded("stop", self.scheduler_thread.stop, left())
         self._guarded("stop", self.scheduler.close)  # note-offs for everything sounding, CC 123 per used channel
@@ -246,15 +258,19 @@ class Session:
         self.phrase.on_event(event)
         if isinstance(event, NoteStarted):
             self._on_key(event)
+            if self.config.mode == HARMONIZE:  # before the passthrough: the voices are the hurry
+                self.harmonizer.note_on(event.pitch, event.velocity, event.channel, event.t,
+                                        self.config.harmonize_settings(), self.muted)
             for sink in self.passthrough:  # one failing output must not keep the note from the others
                 self._guarded("passthrough", sink.note_on, self.config.human_channel, event.pitch, event.velocity)
         elif isinstance(event, NoteCompleted):
+            self.harmonizer.note_off(event.channel, event.note.pitch, event.t, event.note.duration)
             for sink in self.passthrough:
                 self._guarded("passthrough", sink.note_off, self.config.human_channel, event.note.pitch)
             if self.recorder is not None:
                 self.recorder.add_note(event.note)
         rows = self.window.pending_for_model()
-        if rows:
+        if rows and self.config.mode != HARMONIZE:  # harmonize fed each note at its note-on
             self.worker.feed(rows)
             self._fed += len(rows)
 
@@ -275,7 +291,7 @@ class Session:
             self._on_phrase_end(end, now)
             return
         deadline = self.phrase.next_deadline()
-        if deadline is None or self.phrase.held or self.muted:
+        if deadline is None or self.phrase.held or self.muted or self.config.mode == HARMONIZE:
             return
         if self._speculation is not None and self._speculation[1:3] == (deadline, self._fed):
             return
@@ -286,7 +302,7 @@ class Session:
     def _on_phrase_end(self, end: PhraseEnd, now: float) -> None:
         self.phrases += 1
         record = {"event": "trigger", "t": end.t, "notes": end.notes, "reason": end.reason}
-        if end.notes == 0 or self.muted:  # an end-call with nothing played, or muted: no answer
+        if end.notes == 0 or self.muted or self.config.mode == HARMONIZE:  # nothing to answer
             self._log({**record, "muted": self.muted} if self.muted else record)
             self._drop_speculation()
             return
@@ -365,6 +381,7 @@ class Session:
             self.phrase.gap_s = value
         elif name == "mode":
             self.config = dataclasses.replace(config, mode=value)
+            self._switching_mode(config.mode, value)
         elif name == "panic":
             self.panic(t)
         elif name == "mute":
@@ -376,6 +393,7 @@ class Session:
     def panic(self, t: float | None = None) -> None:
         """Silence everything at once: cancel every answer, note-offs now, CC 123 per channel."""
         self.panics += 1
+        self.harmonizer.close_all(t)
         self._drop_speculation()
         if self._playing is not None:
             self.worker.cancel(self._playing)
@@ -403,8 +421,11 @@ class Session:
         self._log({"event": "preset", "t": event.t, "program": event.program, "name": self.config.name})
 
     def apply(self, config: SessionConfig) -> None:
-        """Switch settings (engine thread); the next answer uses them, the playing one goes on."""
-        self.config = config
+        """Switch settings (engine thread); the next answer uses them, the playing one goes on
+        (unless the switch goes into or out of harmonize mode: then nothing goes on)."""
+        previous, self.config = self.config, config
+        if previous.mode == HARMONIZE or config.mode == HARMONIZE:
+            self._switching_mode(previous.mode, config.mode, always=previous.mode == config.mode)
         self.phrase.gap_s = config.gap_s
         self.phrase.min_notes = config.min_notes
         self.phrase.max_listen_s = config.max_listen_s
@@ -413,6 +434,18 @@ class Session:
         self._drop_speculation()
         if config.program is not None:
             self.output.program(config.channel, config.program)
+
+    def _switching_mode(self, old: str, new: str, always: bool = False) -> None:
+        """Into or out of harmonize mode (or from one harmonize preset to another): whatever
+        sounds stops now, the answer playing and the voices alike."""
+        if old == new and not always or HARMONIZE not in (old, new):
+            return
+        self.harmonizer.close_all()
+        self.harmonizer.forget_melody()
+        self._drop_speculation()
+        if self._playing is not None:
+            tag, self._playing = self._playing, None
+            self._cancel(tag)
 
     def _send_state(self) -> None:
         cc = self.config.controls.state_out

@@ -101,6 +101,11 @@ class ResponseWorker:
         if len(rows):
             self._queue.put(("feed", rows))
 
+    def call(self, job: Callable[[Predictor], None]) -> None:
+        """Run ``job(predictor)`` on the worker thread, in order with feeds and answers (harmonize
+        mode voices each melody note this way: the predictor stays owned by one thread)."""
+        self._queue.put(("call", job))
+
     def respond(self, request: ResponseRequest) -> None:
         with self._guard:
             self._pending.add(request.tag)
@@ -133,6 +138,8 @@ class ResponseWorker:
                 kind, payload = item
                 if kind == "feed":
                     self._safely(lambda: self._predictor.feed(payload), None)
+                elif kind == "call":
+                    self._safely(lambda: payload(self._predictor), None)
                 else:
                     try:
                         self._safely(lambda: self._respond(payload), payload.tag)

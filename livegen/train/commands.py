@@ -128,6 +128,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                              "from at most N pieces (default 150; 0 = skip the follow section)")
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
     parser.add_argument("--output", type=Path, metavar="FILE", help="also write the JSON report to FILE")
+    parser.add_argument("--harmonize", action="store_true",
+                        help="also voice the held-out Bach chorales' sopranos as harmonize mode does: "
+                             "models[MODEL][\"harmonize\"] against Bach's lower voices and a diatonic-thirds baseline")
 
 
 # --- shared helpers ------------------------------------------------------------------------------
@@ -466,6 +469,8 @@ def run_eval(args: argparse.Namespace) -> int:
                             follow=follow_settings)
     started = time.perf_counter()
     result = evaluate(predictors, pieces, settings, progress=None if args.quiet else log)
+    if args.harmonize:
+        _add_harmonize(result, predictors, pieces, args, log)
     report = {
         "livegen_version": __version__,
         "headline": "pitch_nll: nats per note of -log P(pitch | context), notes 26.. of each piece; for note-lstm "
@@ -488,8 +493,28 @@ def run_eval(args: argparse.Namespace) -> int:
         print(text)
     else:
         print(format_table(report))
+        if args.harmonize:
+            from livegen.train.harmony import format_harmonize
+
+            print(format_harmonize(report["models"]))
         print(f"{report['pieces']} pieces, {report['data']['skipped_count']} files skipped")
     return 0
+
+
+def _add_harmonize(result: dict, predictors: dict, pieces, args, log) -> None:
+    """``models[MODEL]["harmonize"]`` for every note LSTM (livegen/train/harmony.py)."""
+    from livegen.model.lstm import NoteLSTM
+    from livegen.model.stream import NoteStream
+    from livegen.model.voicing import voicing_for
+    from livegen.train.harmony import evaluate_harmonize
+
+    for spec, predictor in predictors.items():
+        model = getattr(predictor, "model", None)
+        if not isinstance(model, NoteLSTM):
+            continue
+        log(f"harmonize: {spec} voices the held-out chorales' sopranos ...")
+        make = lambda: NoteStream(model, seed=args.seed)  # noqa: E731 - one fresh, seeded stream per piece
+        result["models"][spec]["harmonize"] = evaluate_harmonize(make, voicing_for(make()), pieces)
 
 
 def main(argv=None) -> int:

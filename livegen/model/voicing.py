@@ -1,0 +1,54 @@
+"""Harmonize mode's model side: sample one chord note at a *given* step, and read the chord order.
+
+``NoteStream.sample`` draws the step first and the pitch given it; a voice of a chord has a
+known step (0, or the time since the previous chord for the chord's first note), so here the
+step is fixed and only the pitch is drawn, from P(pitch | context, step) within the voice's
+window.  Duration and velocity are the engine's (the melody's guess and the player's touch).
+
+The chord order a model was trained with is ``tokens.chord_order`` in its config: "descending"
+(top note first) for models trained to harmonize, absent (meaning "ascending") for older ones.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from livegen.engine.harmonize import CHORD_ORDERS, ModelVoicing
+from livegen.model.params import SamplingParams
+from livegen.model.sampling import pitch_mask, sample_logits
+
+
+def chord_order_of(model) -> str:
+    """The chord order of a NoteLSTM's training data (``ascending`` when its config says none)."""
+    tokens = getattr(getattr(model, "config", None), "tokens", None)
+    order = getattr(tokens, "chord_order", None) or "ascending"
+    if order not in CHORD_ORDERS:
+        raise ValueError(f"model config tokens.chord_order must be one of {', '.join(CHORD_ORDERS)}, got {order!r}")
+    return order
+
+
+def sample_pitch_at(stream, params: SamplingParams, step: float, taken: Sequence[int]) -> int | None:
+    """One pitch from P(pitch | state, step) in ``params``' pitch range, never one of ``taken``.
+
+    ``stream`` is a primed NoteStream; the state is not advanced (the caller feeds the note)."""
+    if stream.next is None:
+        return None
+    with torch.inference_mode(), torch.backends.mkldnn.flags(enabled=False):
+        mask = pitch_mask(params.pitch_low, params.pitch_high, stream.device)
+        if taken:
+            mask[list(taken)] = float("-inf")
+        if not torch.isfinite(mask).any():
+            return None
+        # the step's bin as feed() would encode it (bin 0, a chord, for a zero step)
+        step_bin = stream.tokenizer.encode_one((float(taken[0]) if taken else 60.0, max(float(step), 0.0), 0.5, 64.0))[1]
+        step_token = torch.tensor([step_bin], device=stream.device)
+        logits = stream.next.pitch_logits(step_token) + mask
+        pitch = sample_logits(logits, params.temperature, params.top_p, stream.generator)
+    return int(pitch.item())
+
+
+def voicing_for(stream) -> ModelVoicing:
+    """The ModelVoicing of a NoteStream: its model's chord order, pitches sampled at a fixed step."""
+    return ModelVoicing(chord_order=chord_order_of(stream.model), sample=sample_pitch_at)
