@@ -183,9 +183,9 @@ def load_voicing(predictor):
 
     if getattr(predictor, "tokenizer", None) is None or not hasattr(predictor, "next"):  # mirror: no LSTM
         return ModelVoicing()
-    from livegen.model.voicing import voicing_for
+    from livegen.model.voicing import chord_order_of, sample_pitch_at
 
-    return voicing_for(predictor)
+    return ModelVoicing(chord_order=chord_order_of(predictor.model), sample=sample_pitch_at)
 
 
 def open_synth(args: argparse.Namespace, client_name: str, log: EventLog, say: Callable[[str], None]):

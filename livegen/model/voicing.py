@@ -15,7 +15,6 @@ from typing import Sequence
 
 import torch
 
-from livegen.engine.harmonize import CHORD_ORDERS, ModelVoicing
 from livegen.model.params import SamplingParams
 from livegen.model.sampling import pitch_mask, sample_logits
 
@@ -24,8 +23,8 @@ def chord_order_of(model) -> str:
     """The chord order of a NoteLSTM's training data (``ascending`` when its config says none)."""
     tokens = getattr(getattr(model, "config", None), "tokens", None)
     order = getattr(tokens, "chord_order", None) or "ascending"
-    if order not in CHORD_ORDERS:
-        raise ValueError(f"model config tokens.chord_order must be one of {', '.join(CHORD_ORDERS)}, got {order!r}")
+    if order not in ("ascending", "descending"):
+        raise ValueError(f"model config tokens.chord_order must be ascending or descending, got {order!r}")
     return order
 
 
@@ -42,13 +41,9 @@ def sample_pitch_at(stream, params: SamplingParams, step: float, taken: Sequence
         if not torch.isfinite(mask).any():
             return None
         # the step's bin as feed() would encode it (bin 0, a chord, for a zero step)
-        step_bin = stream.tokenizer.encode_one((float(taken[0]) if taken else 60.0, max(float(step), 0.0), 0.5, 64.0))[1]
+        row = (float(taken[0]) if taken else 60.0, max(float(step), 0.0), 0.5, 64.0)
+        step_bin = stream.tokenizer.encode_one(row, stream.tempo.unit)[1]  # in the stream's running tempo
         step_token = torch.tensor([step_bin], device=stream.device)
         logits = stream.next.pitch_logits(step_token) + mask
         pitch = sample_logits(logits, params.temperature, params.top_p, stream.generator)
     return int(pitch.item())
-
-
-def voicing_for(stream) -> ModelVoicing:
-    """The ModelVoicing of a NoteStream: its model's chord order, pitches sampled at a fixed step."""
-    return ModelVoicing(chord_order=chord_order_of(stream.model), sample=sample_pitch_at)

@@ -505,7 +505,7 @@ def _add_harmonize(result: dict, predictors: dict, pieces, args, log) -> None:
     """``models[MODEL]["harmonize"]`` for every note LSTM (livegen/train/harmony.py)."""
     from livegen.model.lstm import NoteLSTM
     from livegen.model.stream import NoteStream
-    from livegen.model.voicing import voicing_for
+    from livegen.train.harmony import voicing_for
     from livegen.train.harmony import evaluate_harmonize
 
     for spec, predictor in predictors.items():

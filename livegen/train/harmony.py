@@ -115,6 +115,13 @@ def thirds_below(melody: int, key: Key, voices: int = VOICES) -> list[int]:
     return [degree_pitches[top - s] for s in steps if top - s >= 0 and degree_pitches[top - s] < melody]
 
 
+def voicing_for(stream) -> ModelVoicing:
+    """A NoteStream's voicing: its model's chord order, pitches sampled at a fixed step."""
+    from livegen.model.voicing import chord_order_of, sample_pitch_at
+
+    return ModelVoicing(chord_order=chord_order_of(stream.model), sample=sample_pitch_at)
+
+
 def model_voices(predictor, voicing: ModelVoicing, onsets: Sequence[Onset], voices: int = VOICES,
                  placement: str = PLACEMENT, params: SamplingParams = PARAMS) -> list[list[tuple[int, int]]]:
     """(rank, pitch) voices per onset, harmonize mode's way; ``predictor`` is a fresh stream."""

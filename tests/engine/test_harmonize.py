@@ -34,7 +34,8 @@ from livegen.engine.source import QueueSource
 from livegen.io.sinks import MemorySink
 from livegen.model.params import SamplingParams
 from livegen.model.stream import NoteStream
-from livegen.model.voicing import chord_order_of, voicing_for
+from livegen.model.voicing import chord_order_of
+from livegen.train.harmony import voicing_for
 
 PARAMS = SamplingParams(temperature=1.0, pitch_low=21, pitch_high=108)
 
