@@ -137,6 +137,7 @@ class Session:
         self.switch = list(switch)
         self._unswitched: set[int] = set()  # program numbers with no preset, already reported
         self.tempo = ClockFollower()
+        self._model_beat: float | None = None  # the clock beat the model's running tempo snaps to
         self.muted = False
         self.panics = 0
         self._state_sent: str | None = None
@@ -358,7 +359,13 @@ class Session:
         return Grid(onsets[0], beat * DIVISIONS[self.config.quantize], source="phrase")
 
     def _follow_tempo(self, now: float) -> None:
-        """With ``gap_beats``, keep the phrase gap at that many beats of the known tempo."""
+        """Tell the model the clock's beat (the best tempo estimate) when it changes; with
+        ``gap_beats``, keep the phrase gap at that many beats of the known tempo."""
+        clock_beat = self.tempo.beat if self.tempo.present(now) else None
+        known = self._model_beat
+        if (clock_beat is None) != (known is None) or (clock_beat and abs(clock_beat - known) > 0.005 * known):
+            self._model_beat = clock_beat
+            self.worker.call(lambda predictor, beat=clock_beat: _set_beat(predictor, beat))
         if not self.config.gap_beats:
             return
         beat = self.tempo.beat if self.tempo.present(now) else phrase_beat(self.phrase.onsets)
@@ -464,3 +471,10 @@ class Session:
     def _cancel(self, tag: int) -> None:
         self.worker.cancel(tag)
         self.scheduler.cancel(tag)
+
+
+def _set_beat(predictor, beat: float | None) -> None:
+    """On the worker thread: a predictor that follows a running tempo snaps it to the clock's beat."""
+    set_beat = getattr(predictor, "set_beat", None)
+    if set_beat is not None:
+        set_beat(beat)
