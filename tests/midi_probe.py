@@ -432,6 +432,7 @@ def press_while_sounding(probe: MidiProbe, message: Sequence[int], channel: int,
     wait_until(lambda: len(note_ons(probe.messages, channel)) > before, timeout, 0.0005,
                f"a fresh note-on on channel {channel + 1}")
     pressed = probe.send(message)
+    time.sleep(0.02)  # what was stamped before the press but not yet read (1 ms polls) comes in
     sounding = sounding_at(probe.messages, pressed, channel)
     assert sounding, f"nothing sounded on channel {channel + 1} at the press: {probe.messages[-6:]}"
     return pressed, sounding
