@@ -9,6 +9,10 @@ RESULT: ``{"phrases": [{"start", "release", "notes"}], "barges": [{"pressed", "c
 "arrivals": [[t, [bytes]]], "ports": {...}}``,
 all times ``time.monotonic()`` (the daemon's log uses the same clock).
 
+Each phrase's answer is left to finish.  Then the first ``barge_ins`` phrases are played again,
+and a key goes down the moment each answer's first note-on arrives: the barge-in latency is
+read from those presses and the note-offs that follow (livegen/bench/latency.py).
+
 Arrivals are stamped in an rtmidi callback (on the JACK process thread, the instant the message
 is handed to this client).  The callback is armed only after both ports are open and connected,
 and cancelled before any port is closed (see livegen/io/ports.py: JACK round trips made while an
