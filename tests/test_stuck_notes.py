@@ -141,7 +141,7 @@ def play_and_kill(daemon: Launched, probe: MidiProbe, kill: Kill) -> None:
     heard = lambda: (f"(answer notes heard {len(answer())}, unmatched {unmatched(probe.messages)}, "  # noqa: E731
                      f"sent {len([e for e in daemon.events() if e['event'] == 'note_on'])})")
     if kill.phase == "gap":
-        time.sleep(kill.delay * GAP * 0.8)  # inside the gap, short of its end on a loaded machine
+        time.sleep(kill.delay * GAP * 0.6)  # inside the gap, 0.1 s short of its end for a loaded machine
     elif kill.phase == "answer":
         if not wait(lambda: sent("note_on"), timeout=10):
             kill.problems.append(f"aimed mid-answer, but no answer note within 10 s {heard()}")
