@@ -396,3 +396,43 @@ def unmatched(messages: list[TimedMessage], channel: int | None = None) -> dict[
             for key in [k for k in open_notes if k[0] == ch]:
                 open_notes[key] = 0
     return {k: v for k, v in open_notes.items() if v}
+
+
+def sounding_at(messages: list[TimedMessage], t: float, channel: int | None = None) -> set[tuple[int, int]]:
+    """(channel, pitch) of the notes that were on, as received, just before ``t``."""
+    return set(unmatched([(at, m) for at, m in messages if at < t], channel))
+
+
+def closed_at(messages: list[TimedMessage], notes: set[tuple[int, int]], after: float) -> float | None:
+    """When the last of ``notes`` was closed (note-off, or CC 123 on its channel) at or after
+    ``after``; None while any of them is still open.  Barge-in and panic are measured with it:
+    from the press to the last note-off of the notes sounding at the press, not of the whole run."""
+    closing: dict[tuple[int, int], float] = {}
+    for at, m in messages:
+        if at < after:
+            continue
+        channel = m[0] & 0x0F
+        if _is_off(m) and (channel, m[1]) in notes:
+            closing.setdefault((channel, m[1]), at)
+        elif m[0] & 0xF0 == 0xB0 and len(m) > 2 and m[1] == 123:
+            for key in notes:
+                if key[0] == channel:
+                    closing.setdefault(key, at)
+    return max(closing.values()) if notes and len(closing) == len(notes) else None
+
+
+def press_while_sounding(probe: MidiProbe, message: Sequence[int], channel: int, timeout: float = 10.0
+                         ) -> tuple[float, set[tuple[int, int]]]:
+    """Send ``message`` just after a fresh answer note-on arrived on ``channel`` (so that note has
+    most of its length still to sound); returns the send time and the notes sounding at it.
+
+    A barge-in test that presses when nothing happens to be sounding checks nothing: this fails
+    instead when no note is sounding at the press."""
+    before = len(note_ons(probe.messages, channel))
+    wait_until(lambda: len(note_ons(probe.messages, channel)) > before, timeout, 0.0005,
+               f"a fresh note-on on channel {channel + 1}")
+    pressed = probe.send(message)
+    time.sleep(0.02)  # what was stamped before the press but not yet read (1 ms polls) comes in
+    sounding = sounding_at(probe.messages, pressed, channel)
+    assert sounding, f"nothing sounded on channel {channel + 1} at the press: {probe.messages[-6:]}"
+    return pressed, sounding

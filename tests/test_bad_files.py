@@ -80,6 +80,8 @@ def check_generate(model: Path, folder: Path, data: bytes) -> None:
     if code == 0:
         notes = read_midi(primer)
         assert all(0 <= n.pitch <= 127 and math.isfinite(n.start) and math.isfinite(n.end) for n in notes)
+        written = {track.name: track.notes for track in read_tracks(out)}  # exit 0 means a file was written
+        assert len(written["livegen"]) == 1 and "primer" in written, written
     else:
         assert_one_line_error(code, err, "generate", primer, "MIDI file" if "no notes" not in err else "no notes")
         assert not out.exists()
@@ -292,16 +294,29 @@ def test_directories_devices_and_missing_files(tmp_path, model):
         assert_one_line_error(code, err, "plot", path, fragment)
 
 
+def without_root_file_access() -> None:
+    """preexec_fn: drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the bounding set, so a root
+    child (CI runs as root) obeys file modes like anyone else; a non-root child has neither."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
 def test_unreadable_file(tmp_path, model, monkeypatch):
     path = tmp_path / "locked.mid"
     path.write_bytes(SOURCES["demo"])
-    if os.geteuid() != 0:  # root reads anything: then only the simulated case below
-        path.chmod(0)
-        try:
-            code, _, err = run_cli("generate", path, "-o", tmp_path / "o.mid", "--model", model)
-        finally:
-            path.chmod(0o644)
-        assert_one_line_error(code, err, "generate", path, "cannot read (Permission denied)")
+    path.chmod(0)
+    try:  # a real process that file modes bind, root or not
+        result = subprocess.run([sys.executable, "-m", "livegen", "generate", str(path), "-o", str(tmp_path / "o.mid"),
+                                 "--model", str(model)], capture_output=True, text=True, timeout=120,
+                                preexec_fn=without_root_file_access if os.geteuid() == 0 else None)
+    finally:
+        path.chmod(0o644)
+    assert_one_line_error(result.returncode, result.stderr, "generate", path, "cannot read (Permission denied)")
+    assert not (tmp_path / "o.mid").exists()
 
     readable = tmp_path / "open.mid"
     readable.write_bytes(SOURCES["written"])

@@ -13,7 +13,7 @@ import pretty_midi
 import pytest
 
 from daemon_driver import wait
-from midi_probe import note_offs, note_ons, unmatched
+from midi_probe import closed_at, note_ons, press_while_sounding, unmatched
 
 GAP = 0.25
 
@@ -69,12 +69,14 @@ def test_sustain_pedal_delays_the_answer_but_active_sensing_and_clock_do_not(dae
 def test_barge_in_closes_every_answer_note_within_20_ms(daemon):
     d = daemon("--length", "200", "--max-seconds", "60")
     d.probe.play([60, 62])
-    assert wait(lambda: len(note_ons(d.probe.messages)) >= 4, timeout=10)
-    pressed = d.probe.send([0x90, 72, 100])
-    assert wait(lambda: not unmatched(d.probe.messages, channel=0), timeout=2)
-    closed_at = max(t for t, _ in note_offs(d.probe.messages, channel=0))
-    assert closed_at - pressed <= 0.020
+    assert wait(lambda: len(note_ons(d.probe.messages)) >= 3, timeout=10)
+    pressed, sounding = press_while_sounding(d.probe, [0x90, 72, 100], channel=0)  # a note is known to sound
+    assert wait(lambda: closed_at(d.probe.messages, sounding, pressed) is not None, timeout=2), d.probe.messages[-8:]
+    # The quick model's notes last 100 ms, so a note that just started ends at its own note-off
+    # far later than this: only the barge-in closes it in time.
+    assert closed_at(d.probe.messages, sounding, pressed) - pressed <= 0.020
     time.sleep(0.3)
+    assert not unmatched(d.probe.messages, channel=0)
     assert not [t for t, _ in note_ons(d.probe.messages, channel=0) if t > pressed + 0.005]  # and it stays quiet
     d.probe.send([0x80, 72, 0])
     assert d.stop()[0] == 0
@@ -90,7 +92,12 @@ def test_sigterm_mid_answer_closes_everything_and_writes_the_recording(daemon):
     time.sleep(0.1)
     sent = [e for e in d.events() if e["event"] in ("note_on", "note_off", "error")][-8:]
     assert not unmatched(d.probe.messages), f"daemon's last events: {sent}"
-    assert [0xB0, 123, 0] in [m for _, m in d.probe.messages], f"daemon's last events: {sent}"
+    # CC 123 twice, 50 ms apart (SILENCE_AGAIN_AFTER_S): in different JACK cycles, so a receiver
+    # that loses one cycle's MIDI to an xrun still gets one.  50 ms is a sleep on the daemon's side:
+    # 40 ms allows the probe's 1 ms stamping and JACK cycles; 250 ms allows a loaded machine.
+    all_off = [t for t, m in d.probe.messages if m == [0xB0, 123, 0]]
+    assert len(all_off) == 2, f"CC 123 at {all_off}; daemon's last events: {sent}"
+    assert 0.040 <= all_off[1] - all_off[0] <= 0.250, all_off
     midi = pretty_midi.PrettyMIDI(str(d.record_path))
     tracks = {inst.name: inst for inst in midi.instruments}
     assert [n.pitch for n in tracks["human"].notes] == [60, 64, 67]

@@ -161,6 +161,29 @@ def test_the_parser_on_the_cases_a_driver_gets_wrong():
     assert parser.feed([1, 2]) == []
 
 
+def test_a_100_kb_sysex_is_skipped_without_buffering_its_body():
+    """The body is skipped, not held: what the parser keeps between feeds stays a few bytes (the
+    unfinished message), and memory traced while it reads 100 kB stays far below 100 kB."""
+    import tracemalloc
+
+    body = bytes([0xF0]) + bytes(i % 0x80 for i in range(100_000))
+    for size in (3, 1000):  # small odd chunks, and the size a driver might hand over
+        parser = mb.StreamParser()
+        parser.feed([0x90, 60, 100])
+        tracemalloc.start()
+        try:
+            baseline = tracemalloc.get_traced_memory()[0]
+            for at in range(0, len(body), size):
+                assert parser.feed(body[at:at + size]) == []
+                assert len(parser._partial) <= 3  # noqa: SLF001 - the only buffer the parser has
+            held, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert held - baseline < 4_000, f"{held - baseline} bytes still held after a 100 kB sysex in {size}-byte chunks"
+        assert peak - baseline < 16_000 + 2 * size, f"peak {peak - baseline} bytes reading a 100 kB sysex"
+        assert parser.feed([0xF7, 0x80, 60, 0]) == [[0x80, 60, 0]]  # and it reads on after it
+
+
 # --- the real engine fed pure garbage -----------------------------------------------------------
 
 

@@ -30,9 +30,18 @@ from livegen.io.hotplug import (
     jack_server_sockets,
 )
 from livegen.io.ports import MidiBackendError, PortPair, stable_port_name
-from midi_probe import MidiProbe, note_offs, note_ons, start_jack_server, unmatched, wait_until
+from midi_probe import MidiProbe, closed_at, note_offs, note_ons, start_jack_server, unmatched, wait_until
 
-RECONNECT_WITHIN_S = 1.0
+RECONNECT_WITHIN_S = 0.6
+"""README: "reconnected ... when it returns (measured 0.23-0.39 s)", about half a second.  The
+watcher polls every 0.2 s and reconnecting is one JACK round trip; 0.6 s is two polls and the
+round trip with room for a loaded 2-core machine, not the 1 s that twice the promise would pass."""
+SERVER_LOST_SEEN_WITHIN_S = 0.4
+"""README: the server's death is "seen within 0.2 s" (one poll); 0.4 s allows a late poll."""
+EXIT_AFTER_SERVER_LOST_S = 6.0
+"""README: "exit in about 2 s" after the server died.  Measured here 3.3-5.1 s (load 10-16 on 2
+cores): closing each JACK output waits 1 s for a cycle that never comes (livegen/io/ports.py).
+The bound catches a hang or a slow path added to shutdown, not the README's figure."""
 
 
 # --- the watcher's logic, without a server ------------------------------------------------------------
@@ -337,6 +346,8 @@ def test_synth_unplugged_and_plugged_back_mid_answer(daemon):
         until(lambda: any(msg[:2] == [0x91, 64] for _, msg in synth.messages), lambda: player.send([0x90, 64, 100]),
               what="the held key echoed to the synth")
         gone = synth.unplug("destination")
+        owed = set(unmatched(synth.messages))  # what the synth was left sounding when it went
+        assert (1, 64) in owed, synth.messages[-6:]
         lost = wait_event(d, "port_lost", after=gone - 1)
         assert (lost["kind"], lost["port"]) == ("output", target)
         # Its note-off goes nowhere, and the answer starts without the synth.
@@ -352,6 +363,10 @@ def test_synth_unplugged_and_plugged_back_mid_answer(daemon):
         # On return the synth gets the held key's note-off and CC 123, then the rest of the answer.
         received = synth.wait_for(lambda m: len(answer_ons(m, reconnected["t"])) >= 2, 15)
         assert any(msg[:2] in ([0x81, 64], [0xB1, 123]) for t, msg in received if t > back), received
+        # Checked before stopping, which would close everything anyway: every note owed to the
+        # synth was closed after it came back, while the daemon runs on.
+        assert closed_at(received, owed, back) is not None, (owed, received)
+        assert d.process.poll() is None
 
         code, _ = d.stop()
         assert code == 0
@@ -391,6 +406,7 @@ def test_jack_server_dying_ends_livegen_with_exit_code_3(quick_model, tmp_path, 
             killed = time.monotonic()
             server.process.send_signal(sig)
             server.process.wait(10)
+            died = time.monotonic()
             try:
                 code = process.wait(15)
             except subprocess.TimeoutExpired:
@@ -402,15 +418,16 @@ def test_jack_server_dying_ends_livegen_with_exit_code_3(quick_model, tmp_path, 
             if process.poll() is None:
                 process.kill()
                 process.wait()
-    print(f"exit {code} {took:.2f} s after jackd got signal {sig}")
+    print(f"exit {code} {took:.2f} s after jackd got signal {sig}, {took - (died - killed):.2f} s after it died")
     assert code == EXIT_SERVER_LOST, stderr
     assert f"livegen run: error: JACK server '{name}' stopped" in stderr
     assert "Traceback" not in stderr
-    assert took < 10
     events = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
     lost = [e for e in events if e["event"] == "server_lost"]
     assert lost and lost[0]["server"] == name
-    assert lost[0]["t"] - killed < 5
+    # from jackd's exit (a SIGTERMed jackd takes its time to stop; the socket may go before)
+    assert lost[0]["t"] - died < SERVER_LOST_SEEN_WITHIN_S, f"server_lost {lost[0]['t'] - died:.3f} s after jackd died"
+    assert took - (died - killed) < EXIT_AFTER_SERVER_LOST_S, f"exit {took - (died - killed):.2f} s after jackd died"
 
 
 # --- reconnecting under traffic: the JACK round-trip hazard (livegen/io/ports.py docstring) -----------

@@ -12,7 +12,7 @@ import pytest
 from daemon_driver import wait
 from livegen import presets
 from livegen.engine.tempo import fit_ticks
-from midi_probe import MidiProbe, note_offs, note_ons, port_matcher, unmatched
+from midi_probe import MidiProbe, closed_at, note_ons, port_matcher, press_while_sounding, unmatched
 
 SHIPPED = sorted(p.stem for p in presets.SHIPPED_DIR.glob("*.toml")
                  if presets.load(p.stem).mode != "harmonize")  # harmonize presets: tests/test_harmonize_jack.py
@@ -49,13 +49,18 @@ def test_a_cc_changes_the_next_answers_temperature(daemon):
 def test_the_panic_cc_silences_a_playing_answer_within_20_ms(daemon):
     d = daemon("--preset", "wild", "--length", "200", "--max-seconds", "60", "--gap-ms", "200")  # panic CC 25
     d.probe.play([60, 62])
-    assert wait(lambda: len(note_ons(d.probe.messages)) >= 4, timeout=10)
-    pressed = d.probe.send([0xB0, 25, 127])
-    assert wait(lambda: [0xB0, 123, 0] in [m for _, m in d.probe.messages] and not unmatched(d.probe.messages), timeout=2)
-    closed_at = max(t for t, _ in note_offs(d.probe.messages))
-    all_off_at = next(t for t, m in d.probe.messages if m == [0xB0, 123, 0])
-    assert closed_at - pressed <= 0.020 and all_off_at - pressed <= 0.020
+    assert wait(lambda: len(note_ons(d.probe.messages)) >= 3, timeout=10)
+    pressed, sounding = press_while_sounding(d.probe, [0xB0, 25, 127], channel=0)  # a note is known to sound
+    assert wait(lambda: closed_at(d.probe.messages, sounding, pressed) is not None
+                and [0xB0, 123, 0] in [m for t, m in d.probe.messages if t >= pressed], timeout=2), \
+        (pressed, sounding, [(round(t - pressed, 4), m) for t, m in d.probe.messages[-12:]])
+    all_off_at = next(t for t, m in d.probe.messages if m == [0xB0, 123, 0] and t >= pressed)
+    # the sounding notes' own note-offs (not CC 123, which closed_at also accepts) and CC 123 at once
+    note_off_at = closed_at([(t, m) for t, m in d.probe.messages if m[0] & 0xF0 != 0xB0], sounding, pressed)
+    assert note_off_at is not None and note_off_at - pressed <= 0.020
+    assert all_off_at - pressed <= 0.020
     time.sleep(0.3)
+    assert not unmatched(d.probe.messages)
     assert not [t for t, _ in note_ons(d.probe.messages) if t > pressed + 0.005]
     assert any(e["name"] == "panic" for e in d.events("control"))
 
@@ -106,6 +111,14 @@ class ClockSender:
         self.probe.close()
 
 
+CLOCK_UNTESTED = "CLOCK GRID NOT JUDGED"
+"""Starts the skip reasons below.  pyproject's ``-ra`` lists every skip with its reason in the
+short summary at the very end of the output, so a skip here is one of the last lines CI prints.
+A realtime jackd (``-R``: its process thread runs SCHED_FIFO, ahead of the machine's other work)
+delivers the ticks on time, so this should not skip there; on a non-realtime jackd under load it
+may."""
+
+
 def test_quantised_answers_fall_on_the_clock_grid(daemon, capsys):
     d = daemon("--preset", "daw", "--length", "8", "--max-seconds", "10")  # quantize 1/16, gap 2 beats, ch 2
     clock = ClockSender(120.0)
@@ -118,7 +131,7 @@ def test_quantised_answers_fall_on_the_clock_grid(daemon, capsys):
         clock.close()
     sent, delivered = clock.sent, clock.delivered()
     if len(delivered) != len(sent):  # JACK drops MIDI in cycles it cannot finish (xruns)
-        pytest.skip(f"JACK delivered {len(delivered)} of {len(sent)} clock ticks (machine overloaded)")
+        pytest.skip(f"{CLOCK_UNTESTED}: JACK delivered {len(delivered)} of {len(sent)} clock ticks (machine overloaded)")
     delays = [b - a for a, b in zip(sent, delivered)]
     intended = [e["intended"] for e in d.events("note_on")]
     arrived = [t for t, _ in note_ons(d.probe.messages, channel=1)]
@@ -138,7 +151,7 @@ def test_quantised_answers_fall_on_the_clock_grid(daemon, capsys):
     if max(delays) - min(delays) > 0.010:
         # JACK's dummy driver falls behind on an overloaded machine and then delivers everything
         # tens of ms late: which ticks the grid should follow is then undefined.
-        pytest.skip(f"JACK delivered the clock {min(delays) * 1000:.1f}..{max(delays) * 1000:.1f} ms late "
+        pytest.skip(f"{CLOCK_UNTESTED}: JACK delivered the clock {min(delays) * 1000:.1f}..{max(delays) * 1000:.1f} ms late "
                     "during the run (machine overloaded); the grid cannot be judged")
     assert abs(delivered_grid[1] - 0.125) < 0.001
     # The daemon knows the clock only as it arrives; on that grid and the sender's, within 2 ms.

@@ -7,9 +7,13 @@ timing (answer note-on arrival - intended, and the scheduler's sent - intended, 
 must not drift, and the daemon must still be answering.  A JSON summary (p99s and unanswered
 phrases included, which on a shared machine say more about the neighbours) is printed at the end.
 
-Not in the default run (pyproject's addopts deselect the ``soak`` marker):
+The long run is not in the default run (pyproject's addopts deselect the ``soak`` marker):
 
     LIVEGEN_SOAK_SECONDS=600 .venv/bin/pytest -m soak -s tests/test_soak.py
+
+A one-minute soak is in the default run, so CI goes through the same script and assertions
+(memory and timing drift over a minute say little; answers, mutes, panics, barge-ins and closed
+notes say as much as in ten).
 """
 
 from __future__ import annotations
@@ -30,8 +34,11 @@ from midi_probe import note_ons, unmatched
 from proc_stats import proc_status
 
 SECONDS = float(os.environ.get("LIVEGEN_SOAK_SECONDS", "600"))
-WINDOW_S = min(60.0, SECONDS / 3)
-"""The first and last windows compared: a minute, or a third of a short run."""
+SHORT_SECONDS = 60.0
+"""The default run's soak: about 25 phrases, with every kind of event at least once."""
+MISSES_PER_PHRASE = 1 / 50
+"""Unanswered phrases allowed (at least one): a note-off JACK loses on an overloaded machine holds
+a phrase open until max_listen.  The README's 600 s run answered 326 of 326."""
 SAMPLE_EVERY_S = 2.0
 RSS_DRIFT_MB = 24.0
 LATENESS_DRIFT_MS = 5.0
@@ -71,9 +78,11 @@ class Tally:
     phrases: int = 0
     answered: int = 0
     missed: list[float] = field(default_factory=list)  # release times of unanswered phrases
+    muted: int = 0
     muted_quiet: int = 0  # muted phrases that rightly got no answer
     barge_ins: int = 0
     panics: int = 0
+    panics_silenced: int = 0  # panics followed by CC 123 at the probe within a second
     knob_moves: int = 0
 
 
@@ -136,8 +145,9 @@ def run_script(probe, seconds: float, rng: random.Random) -> Tally:
     while time.monotonic() < end:
         cycle += 1
         move_knobs(probe, rng, tally)
-        if cycle % 15 == 0:  # a muted phrase: no answer, then unmute
+        if cycle % 15 == 7:  # a muted phrase: no answer, then unmute
             probe.send([0xB0, 26, 127])
+            tally.muted += 1
             released = play_phrase(probe, rng)
             if first_answer(probe, released, 1.0) is None:
                 tally.muted_quiet += 1
@@ -161,9 +171,11 @@ def run_script(probe, seconds: float, rng: random.Random) -> Tally:
             else:
                 tally.answered += 1
         elif cycle % 10 == 5:  # panic while it plays
-            probe.send([0xB0, 25, 127])
+            pressed = probe.send([0xB0, 25, 127])
             probe.send([0xB0, 25, 0])
             tally.panics += 1
+            if wait(lambda: [t for t, m in probe.messages if m == [0xB0, 123, 0] and t >= pressed], timeout=1.0):
+                tally.panics_silenced += 1
         time.sleep(rng.uniform(0.8, 2.0))  # let the answer finish (or not, sometimes)
     return tally
 
@@ -183,6 +195,16 @@ def missed_detail(events: list[dict], messages, released: float) -> dict:
 
 @pytest.mark.soak
 def test_a_long_session_does_not_grow_or_drift(daemon, tmp_path):
+    soak(daemon, tmp_path, SECONDS)
+
+
+def test_a_one_minute_soak_in_the_default_run(daemon, tmp_path):
+    soak(daemon, tmp_path, SHORT_SECONDS)
+
+
+def soak(daemon, tmp_path, seconds: float) -> None:
+    """The scripted session for ``seconds``, then every check (see the module docstring)."""
+    window_s = min(60.0, seconds / 3)  # the first and last windows compared
     preset = tmp_path / "soak.toml"
     preset.write_text(PRESET)
     d = daemon("--preset", str(preset))
@@ -191,7 +213,7 @@ def test_a_long_session_does_not_grow_or_drift(daemon, tmp_path):
     sampler = Sampler(d.process.pid)
     started = time.monotonic()
     try:
-        tally = run_script(d.probe, SECONDS, random.Random(1))
+        tally = run_script(d.probe, seconds, random.Random(1))
     finally:
         sampler.stop()
     finished = time.monotonic()
@@ -201,11 +223,11 @@ def test_a_long_session_does_not_grow_or_drift(daemon, tmp_path):
     events = d.events()
     ons = [e for e in events if e["event"] == "note_on"]
     pairs = match_note_ons(ons, note_ons(d.probe.messages))
-    first = (started, started + WINDOW_S)
-    last = (finished - WINDOW_S, finished + 1)
+    first = (started, started + window_s)
+    last = (finished - window_s, finished + 1)
     summary = {
         "seconds": round(finished - started, 1),
-        "window_s": WINDOW_S,
+        "window_s": window_s,
         "tally": {**tally.__dict__, "missed": len(tally.missed)},
         "rss_mb": {"first": medians(window(sampler.samples, *first), 1), "last": medians(window(sampler.samples, *last), 1)},
         "threads": {"first": medians(window(sampler.samples, *first), 2), "last": medians(window(sampler.samples, *last), 2)},
@@ -215,6 +237,8 @@ def test_a_long_session_does_not_grow_or_drift(daemon, tmp_path):
                         "last": summary_ms([e["sent"] - e["intended"] for e in window(ons, *last, t=lambda e: e["intended"])])},
         "note_ons": {"logged": len(ons), "matched": len(pairs)},
         "daemon_events": {kind: sum(e["event"] == kind for e in events) for kind in ("trigger", "barge_in", "control")},
+        "controls": {name: sum(e["event"] == "control" and e.get("name") == name for e in events)
+                     for name in ("panic", "mute", "temperature", "length", "gap", "mode")},
         "errors": [e["message"] for e in events if e["event"] == "error"][:5],
         "dropped": sum(e.get("messages", 0) for e in events if e["event"] == "dropped"),
         "exit_code": code,
@@ -226,10 +250,16 @@ def test_a_long_session_does_not_grow_or_drift(daemon, tmp_path):
     assert "Traceback" not in "".join(stderr), "".join(stderr)[-3000:]
     assert not summary["errors"]
     assert not unmatched(d.probe.messages)  # every note-on livegen sent got its note-off
-    # Still answering to the end.  Misses are counted, not failed on: on a starved machine JACK
-    # loses or repeats events (a client that misses cycles), so now and then a note-off never
-    # arrives and that phrase waits for max_listen; the script then sends All Notes Off.
-    assert tally.answered >= tally.phrases // 2, summary
+    # Still answering to the end, every phrase but a rare one: on a starved machine JACK loses or
+    # repeats events (a client that misses cycles), so a note-off may never arrive and that
+    # phrase waits for max_listen; the script then sends All Notes Off and goes on.
+    assert tally.phrases - tally.answered <= max(1, int(tally.phrases * MISSES_PER_PHRASE)), summary
+    # Every kind of event happened, and did what it should.
+    assert tally.muted >= 1 and tally.muted_quiet == tally.muted, summary  # muted: no answer
+    assert summary["controls"]["mute"] == 2 * tally.muted, summary  # on and off, each logged
+    assert tally.panics >= 1 and tally.panics_silenced == tally.panics, summary  # CC 123 at once
+    assert summary["controls"]["panic"] == tally.panics, summary
+    assert tally.barge_ins >= 1 and summary["daemon_events"]["barge_in"] >= 1, summary
     assert window([(e["t"],) for e in events if e["event"] == "trigger"], *last), summary
     rss, threads = summary["rss_mb"], summary["threads"]
     assert rss["last"]["median"] <= rss["first"]["median"] + RSS_DRIFT_MB, summary

@@ -82,7 +82,7 @@ class Launched:
     def text(self, name: str) -> str:
         return (self.folder / name).read_text(errors="replace")
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
+    def wait_ready(self, timeout: float = 120.0) -> None:  # ten LSTM daemons start torch, two at a time
         assert wait(lambda: self.text("stdout").startswith("ready") or self.process.poll() is not None, timeout), \
             f"{self.client}: no ready line within {timeout:g} s"
         assert self.process.poll() is None, f"{self.client} exited {self.process.returncode}: {self.text('stderr')}"
@@ -113,8 +113,10 @@ class Launched:
 
 @dataclass
 class Kill:
-    """One kill: where it was aimed, and what came of it (``problems`` fail the test; ``notes``
-    say where the kill landed when the answer was not where it was aimed, which is no failure)."""
+    """One kill: where it was aimed, and what came of it.  ``problems`` fail the test, and so
+    does a kill that missed its aim (no answer to kill mid-answer, an answer already sounding
+    when the kill was aimed at the gap): a run that never reached the state it names tests less
+    than it says."""
 
     index: int
     mode: str
@@ -122,7 +124,6 @@ class Kill:
     phase: str
     delay: float
     problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
 
 
 def play_and_kill(daemon: Launched, probe: MidiProbe, kill: Kill) -> None:
@@ -134,19 +135,29 @@ def play_and_kill(daemon: Launched, probe: MidiProbe, kill: Kill) -> None:
         probe.send(message)
         time.sleep(hold)
     answer = lambda: note_ons(probe.messages, ANSWER_CHANNEL)  # noqa: E731
+    # Where the answer is, by the daemon's own log: JACK on a loaded machine may drop a cycle's
+    # MIDI on its way to the probe, which must not make a kill look mis-aimed.
+    sent = lambda kind: [e for e in daemon.events() if e["event"] == kind and e.get("channel") == ANSWER_CHANNEL]  # noqa: E731
     heard = lambda: (f"(answer notes heard {len(answer())}, unmatched {unmatched(probe.messages)}, "  # noqa: E731
                      f"sent {len([e for e in daemon.events() if e['event'] == 'note_on'])})")
     if kill.phase == "gap":
-        time.sleep(kill.delay * GAP)
+        time.sleep(kill.delay * GAP * 0.6)  # inside the gap, 0.1 s short of its end for a loaded machine
     elif kill.phase == "answer":
-        if not wait(answer, timeout=10):
-            kill.notes.append(f"no answer note within 10 s {heard()}")
-        time.sleep(kill.delay * ANSWER_LENGTH * 0.1)
+        if not wait(lambda: sent("note_on"), timeout=10):
+            kill.problems.append(f"aimed mid-answer, but no answer note within 10 s {heard()}")
+        # Within 0.3 s of its first note: a 6-note answer lasts 0.4 s in mirror mode (the
+        # player's 80 ms steps) and 0.7 s from the quick model (120 ms steps).
+        time.sleep(kill.delay * 0.3)
     elif kill.phase == "after":
-        if not wait(lambda: len(answer()) >= ANSWER_LENGTH and not unmatched(probe.messages), timeout=10):
-            kill.notes.append(f"the answer did not finish within 10 s {heard()}")
+        if not wait(lambda: len(sent("note_off")) >= ANSWER_LENGTH, timeout=10):
+            kill.problems.append(f"aimed after the answer, but it did not finish within 10 s {heard()}")
         time.sleep(kill.delay * 0.2)
+    ons_at_kill, offs_at_kill = len(sent("note_on")), len(sent("note_off"))
     code, took = daemon.kill(getattr(signal, kill.sig))
+    if kill.phase == "gap" and ons_at_kill:
+        kill.problems.append(f"aimed at the gap, but the answer had begun {heard()}")
+    if kill.phase == "answer" and offs_at_kill >= ANSWER_LENGTH:
+        kill.problems.append(f"aimed mid-answer, but the answer had ended {heard()}")
     if code != 0:
         kill.problems.append(f"exit code {code}")
     if took >= EXIT_LIMIT_S:
@@ -158,11 +169,14 @@ def play_and_kill(daemon: Launched, probe: MidiProbe, kill: Kill) -> None:
 
 
 def kill_plans(seed: int) -> list[Kill]:
-    """Alternating SIGTERM/SIGINT, phases and delays drawn from ``seed``; every fifth daemon runs
-    the LSTM (the quick model), the others mirror mode, which starts without torch."""
+    """Balanced: each phase 5 times, the LSTM (the quick model) and mirror mode 10 times each,
+    SIGTERM and SIGINT 10 times each, in an order and with delays drawn from ``seed``."""
     rng = random.Random(seed)
-    return [Kill(i, "lstm" if i % 5 == 0 else "mirror", ("SIGTERM", "SIGINT")[i % 2], rng.choice(PHASES), rng.random())
-            for i in range(KILLS)]
+    phases = [PHASES[i % len(PHASES)] for i in range(KILLS)]
+    modes = [("lstm", "mirror")[i % 2] for i in range(KILLS)]
+    rng.shuffle(phases)
+    rng.shuffle(modes)
+    return [Kill(i, modes[i], ("SIGTERM", "SIGINT")[i % 2], phases[i], rng.random()) for i in range(KILLS)]
 
 
 def test_killing_the_daemon_anywhere_in_20_responses_leaves_no_note_on(jack_server, quick_model, tmp_path):
@@ -171,6 +185,7 @@ def test_killing_the_daemon_anywhere_in_20_responses_leaves_no_note_on(jack_serv
     scheduled), mid-answer, or just after it.  The seed is random unless LIVEGEN_KILL_SEED is
     set, and is printed with a failure."""
     seed = int(os.environ.get("LIVEGEN_KILL_SEED", random.randrange(1_000_000)))
+    print(f"LIVEGEN_KILL_SEED={seed}")  # first in the captured output pytest shows with any failure
     plans = kill_plans(seed)
     waiting: deque[tuple[Kill, Launched]] = deque()
     started = []

@@ -9,13 +9,16 @@ Benchmarks (names for the positional argument):
   server (dummy driver), played by a separate client process with phrases cut from real MIDI
   files; then the same with a second client flooding the input (``--flood-rate``, 0 to skip).
   Response latency = first answer note-on's arrival - (last note-off sent + gap); timing = each
-  answer note-on's arrival - its ``intended`` time in the daemon's ``--log-json``.
+  answer note-on's arrival - its ``intended`` time in the daemon's ``--log-json``; barge-in =
+  a key pressed just after an answer's first note-on arrived -> the last note-off of the notes
+  then sounding (``--barge-ins`` presses, p50 and p99).
 - ``inference``: per-note ``NoteStream.feed``/``sample`` of the model vs the seed recipe's way.
 - ``train``: training throughput of the default architecture vs the seed recipe.
 - ``startup``: launch -> ``ready`` line, and the daemon's peak RSS.
 
 Nothing is installed or downloaded; a benchmark that cannot run here (no jackd) is reported as
 skipped with the reason.  Every report names the machine, the versions and the git commit.
+The exit code is 0 when every target measured passed, 1 when one failed (named on stderr).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ TARGETS = (
     ("response latency median", ("latency", "response_ms", "median"), 3.0, "max", "ms"),
     ("response latency p99", ("latency", "response_ms", "p99"), 10.0, "max", "ms"),
     ("timing p99", ("latency", "timing_ms", "p99"), 2.0, "max", "ms"),
+    ("barge-in p99", ("latency", "barge_in_ms", "p99"), 20.0, "max", "ms"),
     ("timing p99 under flood", ("latency_flood", "timing_ms", "p99"), 2.0, "max", "ms"),
     ("per-note inference median (CPU)", ("inference", "devices", "cpu", "stream", "feed_ms", "median"), 0.3, "max", "ms"),
     ("inference speedup vs seed way", ("inference", "devices", "cpu", "speedup_vs_seed_way"), 10.0, "min", "x"),
@@ -152,6 +156,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     lat.add_argument("--phrases", type=int, default=60, help="phrases per latency run (default 60)")
     lat.add_argument("--gap-ms", type=float, default=200.0, help="daemon --gap-ms (default 200)")
     lat.add_argument("--length", type=int, default=4, help="daemon --length, notes per answer (default 4)")
+    lat.add_argument("--barge-ins", type=int, default=20,
+                     help="phrases barged in on after the measured ones, for the barge-in latency (default 20)")
     lat.add_argument("--max-seconds", type=float, default=1.0, help="daemon --max-seconds (default 1)")
     lat.add_argument("--flood-rate", type=float, default=5000.0,
                      help="messages/s from the flood client in the stress run; 0 skips it (default 5000)")
@@ -182,7 +188,8 @@ def run_benchmarks(args: argparse.Namespace) -> dict:
         raise BenchError(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
     started = time.monotonic()
     daemon_command = shlex.split(args.daemon_command) if args.daemon_command else default_daemon_command(args.model)
-    config = LatencyConfig(phrases=args.phrases, gap_ms=args.gap_ms, length=args.length, max_seconds=args.max_seconds)
+    config = LatencyConfig(phrases=args.phrases, gap_ms=args.gap_ms, length=args.length, max_seconds=args.max_seconds,
+                           barge_ins=min(args.barge_ins, args.phrases))
     report: dict = {
         "schema": SCHEMA, "livegen_bench": __version__, "command": ["livegen", "bench", *sys.argv[2:]]
         if sys.argv[1:2] == ["bench"] else sys.argv,
@@ -210,7 +217,7 @@ def run_benchmarks(args: argparse.Namespace) -> dict:
                     results["latency"] = run_session(server, daemon_command, phrases, config, Path(tmp))
                     if args.flood_rate > 0:
                         _say(f"latency under a {args.flood_rate:g} messages/s flood: {len(phrases)} phrases")
-                        flood = LatencyConfig(**{**config.to_dict(), "flood_rate": args.flood_rate})
+                        flood = LatencyConfig(**{**config.to_dict(), "flood_rate": args.flood_rate, "barge_ins": 0})
                         results["latency_flood"] = run_session(server, daemon_command, phrases, flood, Path(tmp))
         except BenchError as exc:
             if "jackd is not installed" not in str(exc):
@@ -269,6 +276,10 @@ def format_table(report: dict) -> str:
                      f"p99 {_f(resp.get('p99'))}  max {_f(resp.get('max'))}")
         lines.append(f"  timing ms    median {_f(tim.get('median'))}  p99 {_f(tim.get('p99'))}  max {_f(tim.get('max'))}"
                      f"  (n={tim.get('n', 0)})")
+        if x.get("barge_in_ms"):
+            barge = x["barge_in_ms"]
+            lines.append(f"  barge-in ms  median {_f(barge['median'])}  p99 {_f(barge['p99'])}  max {_f(barge['max'])}"
+                         f"  (n={barge['n']} of {x['barge_ins']['tried']})")
         b = x["breakdown_ms"]
         lines.append("  breakdown ms " + "  ".join(
             f"{name} p50/p99 {_f((b[name] or {}).get('median'))}/{_f((b[name] or {}).get('p99'))}"
@@ -305,6 +316,14 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+EXIT_TARGET_FAILED = 1
+
+
+def failed_targets(report: dict) -> list[str]:
+    """``name (measured, goal)`` of every target that failed; empty when all measured passed."""
+    return [f"{t['name']} ({t['measured']:g}, goal {t['target']})" for t in report["targets"] if not t["pass"]]
+
+
 def _interrupt(signum, _frame) -> None:
     raise KeyboardInterrupt  # SIGTERM unwinds like Ctrl-C: every finally block stops its process
 
@@ -318,4 +337,8 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.output:
         args.output.write_text(text + "\n")
     print(text if args.json else format_table(report), flush=True)
+    failed = failed_targets(report)
+    if failed:
+        print(f"livegen bench: {len(failed)} target(s) failed: {'; '.join(failed)}", file=sys.stderr, flush=True)
+        return EXIT_TARGET_FAILED
     return 0

@@ -11,6 +11,9 @@ waits for its ``ready`` line, optionally starts the flood client, runs the playe
 - timing per answer note-on: its arrival at the player minus its ``intended`` time in the
   daemon's ``--log-json``, split into scheduler lateness (``sent - intended``) and delivery
   (``arrival - sent``).  One clock: ``time.monotonic()`` in every process on one machine.
+- barge-in latency: the player presses a key just after an answer's first note-on arrived; from
+  that press to the arrival of the last note-off (or CC 123) of the notes then sounding.  A press
+  when nothing was sounding is counted in ``barge_ins.nothing_sounding``, not measured.
 
 Any program that speaks the same contract can be measured: the tests pass a fake daemon that
 answers 50 ms late and check that this harness says so.
@@ -33,7 +36,8 @@ from typing import Sequence
 import numpy as np
 
 from livegen.bench.jack import BenchError, JackServer, die_with_parent, jack_server, stop_process
-from livegen.bench.player import is_note_on
+from livegen.bench.player import is_note_off, is_note_on
+from livegen.midi_bytes import CC_ALL_NOTES_OFF, CONTROL_CHANGE
 
 DEMO_PHRASE = Path(__file__).resolve().parent.parent / "data" / "demo_phrase.mid"
 
@@ -47,6 +51,7 @@ class LatencyConfig:
     length: int = 4
     max_seconds: float = 1.0
     flood_rate: float = 0.0  # messages per second from a second client; 0 = none
+    barge_ins: int = 20  # phrases played again and barged in on after the measured ones
     seed: int = 1
     client_prefix: str = "livegen"
     ready_timeout: float = 120.0
@@ -153,6 +158,39 @@ def match_note_ons(log_ons: list[dict], arrivals: list[tuple[float, list[int]]])
     return pairs
 
 
+def barge_in_latencies(barges: list[dict], messages: list[tuple[float, list[int]]]) -> tuple[list[float], int]:
+    """Press -> last note-off (or CC 123) of the notes sounding at the press, for each press;
+    and how many presses found nothing sounding (or a note never closed) and were not measured."""
+    latencies, unmeasured = [], 0
+    for barge in barges:
+        pressed, channel = barge["pressed"], barge.get("channel", 0)
+        sounding: dict[int, int] = {}
+        closed: dict[int, float] = {}
+        for t, m in messages:
+            if len(m) < 3 or m[0] & 0x0F != channel:
+                continue
+            if t < pressed:
+                if is_note_on(m):
+                    sounding[m[1]] = sounding.get(m[1], 0) + 1
+                elif is_note_off(m) and sounding.get(m[1]):
+                    sounding[m[1]] -= 1
+                elif m[0] & 0xF0 == CONTROL_CHANGE and m[1] == CC_ALL_NOTES_OFF:
+                    sounding.clear()
+                continue
+            keys = [k for k, n in sounding.items() if n]
+            if is_note_off(m) and m[1] in keys:
+                closed.setdefault(m[1], t)
+            elif m[0] & 0xF0 == CONTROL_CHANGE and m[1] == CC_ALL_NOTES_OFF:
+                for key in keys:
+                    closed.setdefault(key, t)
+        keys = [k for k, n in sounding.items() if n]
+        if not keys or len(closed) < len(keys):
+            unmeasured += 1
+        else:
+            latencies.append(max(closed[k] for k in keys) - pressed)
+    return latencies, unmeasured
+
+
 def analyze(player: dict, events: list[dict], gap_s: float) -> dict:
     """Player result + daemon log -> latency and timing figures."""
     arrivals = [(t, m) for t, m in player["arrivals"] if is_note_on(m)]
@@ -172,12 +210,16 @@ def analyze(player: dict, events: list[dict], gap_s: float) -> dict:
             detection.append(trigger - end)
     log_ons = [e for e in events if e.get("event") == "note_on" and "sent" in e]
     pairs = match_note_ons(log_ons, arrivals)
+    barges = player.get("barges", [])
+    barge_ms, unmeasured = barge_in_latencies(barges, [(t, m) for t, m in player["arrivals"]])
     return {
         "phrases": len(phrases),
         "answered": len(latencies),
         "missed": missed,
         "response_ms": summary_ms(latencies),
         "timing_ms": summary_ms([t - e["intended"] for e, t in pairs]),
+        "barge_in_ms": summary_ms(barge_ms),
+        "barge_ins": {"tried": len(barges), "measured": len(barge_ms), "nothing_sounding": unmeasured},
         "breakdown_ms": {
             "trigger_after_phrase_end": summary_ms(detection),
             "scheduler_lateness": summary_ms([e["sent"] - e["intended"] for e, _ in pairs]),
@@ -315,13 +357,14 @@ def run_session(server: JackServer, daemon_command: Sequence[str], phrases: list
     flood_report = None
     spec_path, result_path = workdir / "spec.json", workdir / "result.json"
     spec = {"phrases": phrases, "gap": gap, "length": config.length, "answer_timeout": config.max_seconds + 1.5,
-            "settle": 0.1, "client_prefix": config.client_prefix, "channel": 0}
+            "settle": 0.1, "client_prefix": config.client_prefix, "channel": 0, "barge_ins": config.barge_ins}
     spec_path.write_text(json.dumps(spec))
     try:
         daemon.start(config.ready_timeout)
         if config.flood_rate > 0:
             flood, flood_lines = start_flood(server.env, config.flood_rate, config.client_prefix)
-        budget = sum(sum(n[2] + n[3] for n in p) + gap + spec["answer_timeout"] + 0.2 for p in phrases) + 60
+        per_phrase = [sum(n[2] + n[3] for n in p) + gap + spec["answer_timeout"] + 0.2 for p in phrases]
+        budget = sum(per_phrase) + 2 * sum(per_phrase[: config.barge_ins]) + 60
         player = subprocess.run([sys.executable, "-m", "livegen.bench.player", str(spec_path), str(result_path)],
                                 env=server.env, capture_output=True, text=True, timeout=budget,
                                 preexec_fn=die_with_parent)

@@ -4,9 +4,14 @@ daemon's input and timestamps what its output sends back.
     python -m livegen.bench.player SPEC.json RESULT.json
 
 SPEC: ``{"phrases": [[[pitch, velocity, hold_s, rest_s], ...], ...], "gap": s, "length": n,
-"answer_timeout": s, "settle": s, "client_prefix": "livegen", "channel": 0}``.
-RESULT: ``{"phrases": [{"start", "release", "notes"}], "arrivals": [[t, [bytes]]], "ports": {...}}``,
+"answer_timeout": s, "settle": s, "client_prefix": "livegen", "channel": 0, "barge_ins": n}``.
+RESULT: ``{"phrases": [{"start", "release", "notes"}], "barges": [{"pressed", "channel"}],
+"arrivals": [[t, [bytes]]], "ports": {...}}``,
 all times ``time.monotonic()`` (the daemon's log uses the same clock).
+
+Each phrase's answer is left to finish.  Then the first ``barge_ins`` phrases are played again,
+and a key goes down the moment each answer's first note-on arrives: the barge-in latency is
+read from those presses and the note-offs that follow (livegen/bench/latency.py).
 
 Arrivals are stamped in an rtmidi callback (on the JACK process thread, the instant the message
 is handed to this client).  The callback is armed only after both ports are open and connected,
@@ -103,12 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         inp.set_callback(on_message)  # armed last: no JACK round trips from here on
         time.sleep(0.1)
 
-        phrases = []
-        for phrase in spec["phrases"]:
-            with lock:
-                first_arrival = len(arrivals)
-            started = None
-            released = 0.0
+        def play_phrase(phrase) -> tuple[float, float]:
+            started, released = None, 0.0
             for pitch, velocity, hold, rest in phrase:
                 t = time.monotonic()
                 out.send_message([NOTE_ON | channel, int(pitch), int(velocity)])
@@ -118,16 +119,49 @@ def main(argv: list[str] | None = None) -> int:
                 out.send_message([NOTE_OFF | channel, int(pitch), 0])
                 if rest:
                     time.sleep(rest)
+            return started, released
+
+        def answer_notes(since: int) -> list[list[int]]:
+            with lock:
+                return [m for _, m in arrivals[since:]]
+
+        def let_the_answer_finish(since: int, released: float) -> None:
             deadline = released + gap + timeout
-            while time.monotonic() < deadline:  # let the answer finish: never barge in
-                with lock:
-                    new = [m for _, m in arrivals[first_arrival:]]
+            while time.monotonic() < deadline:  # never barge in here
+                new = answer_notes(since)
                 ons = sum(map(is_note_on, new))
-                offs = sum(map(is_note_off, new))
-                if ons >= length and offs >= ons:
+                if ons >= length and sum(map(is_note_off, new)) >= ons:
                     break
                 time.sleep(0.005)
+
+        phrases = []
+        for phrase in spec["phrases"]:
+            with lock:
+                first_arrival = len(arrivals)
+            started, released = play_phrase(phrase)
+            let_the_answer_finish(first_arrival, released)
             phrases.append({"start": started, "release": released, "notes": len(phrase)})
+            time.sleep(settle)
+
+        barges = []
+        for phrase in spec["phrases"][: int(spec.get("barge_ins", 0))]:
+            # Play, wait for the answer's first note-on, and press a key at once: the note that
+            # just began has most of its length to sound, so only the barge-in ends it soon.
+            with lock:
+                first_arrival = len(arrivals)
+            _, released = play_phrase(phrase)
+            deadline = released + gap + timeout
+            while time.monotonic() < deadline and not any(map(is_note_on, answer_notes(first_arrival))):
+                time.sleep(0.0005)
+            pressed = time.monotonic()
+            out.send_message([NOTE_ON | channel, 72, 100])
+            time.sleep(0.08)
+            released = time.monotonic()
+            out.send_message([NOTE_OFF | channel, 72, 0])
+            barges.append({"pressed": pressed, "channel": channel})
+            with lock:
+                since = len(arrivals)
+            let_the_answer_finish(since, released)  # the answer to the key that barged in
             time.sleep(settle)
         time.sleep(0.2)
     finally:
@@ -141,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     with lock:
         recorded = [[t, list(m)] for t, m in arrivals]
     with open(result_path, "w") as f:
-        json.dump({"phrases": phrases, "arrivals": recorded, "ports": {"in": in_name, "out": out_name}}, f)
+        json.dump({"phrases": phrases, "barges": barges, "arrivals": recorded, "ports": {"in": in_name, "out": out_name}}, f)
     return 0
 
 

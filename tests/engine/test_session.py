@@ -130,15 +130,23 @@ def test_barge_in_stops_the_answer_at_once_and_overlap_mode_does_not():
     with Session(source, ScriptedPredictor(), sink, config, log=log.append) as session:
         play(source, [60])
         assert wait_until(lambda: len(ons(sink)) >= 3)
+        started = len(ons(sink))
+        assert wait_until(lambda: len(ons(sink)) > started, timeout=2)  # a fresh 80 ms note has just begun
         pressed = time.monotonic()
+        sounding = set(sink.sounding)
         source.put(mb.note_on(0, 72, 100))
+        assert sounding, "nothing was sounding at the press: the barge-in would be checked on nothing"
         assert wait_until(lambda: session.barge_ins == 1)
         time.sleep(0.3)
         answer_ons = [e for e in ons(sink) if e[1] == 0]
         answer_offs = [e for e in offs(sink) if e[1] == 0]
         assert len(answer_ons) < 10  # cut short, not 40
         assert len(answer_offs) == len(answer_ons)  # everything it started was closed
-        assert max(e[-1] for e in answer_offs) - pressed < 0.2  # (20 ms is the benchmark's figure)
+        closed = max(e[-1] for e in answer_offs if (e[1], e[2]) in sounding and e[-1] >= pressed)
+        # The note would end by itself up to 80 ms after the press.  The promise is 20 ms through
+        # JACK (tests/test_daemon.py, and `livegen bench latency` measures barge-in p50/p99); here,
+        # in-process, 40 ms leaves room for a thread switch on a loaded 2-core machine.
+        assert closed - pressed < 0.040
         assert not [e for e in ons(sink) if e[1] == 0 and e[-1] > pressed + 0.05]
         source.put(mb.note_off(0, 72))
 
