@@ -36,7 +36,7 @@ from livegen.engine.assembler import (
     NoteStarted,
     ProgramChanged,
 )
-from livegen.engine.clock import Clock
+from livegen.clock import Clock
 from livegen.engine.control import STATE_VALUES, ControlMap, TimedScheduler
 from livegen.engine.phrase import PhraseDetector, PhraseEnd
 from livegen.engine.scheduler import Scheduler, SchedulerThread
