@@ -49,8 +49,8 @@ def wait_until(condition: Callable[[], object], timeout: float = 10.0, interval:
 
 @contextmanager
 def start_jack_server(startup_timeout: float = 10.0) -> Iterator[JackServer]:
-    """Start a private jackd (livegen.bench.jack.jack_server: dummy driver, no sound card or
-    realtime rights, dies with this process) and point JACK_DEFAULT_SERVER at it.
+    """Start a private jackd (livegen.bench.jack.jack_server: dummy driver, realtime where
+    allowed, dies with this process) and point JACK_DEFAULT_SERVER at it.
 
     The environment variables this sets are restored on exit.  A jackd that ended by a signal
     (killed by a test, or after not stopping in time) has its registry slot reclaimed
