@@ -6,7 +6,8 @@ The fixtures in conftest.py wrap these (``jack_server``, ``midi_probe``); import
 ``MidiProbe`` talks to rtmidi directly, not through livegen.io.ports, so it can check that
 module.  Its input is polled by a thread instead of using an rtmidi callback: a callback makes
 the JACK process thread need the GIL, and then any JACK round trip made by this process (opening
-or closing a port) can stall the server for seconds (see livegen/io/ports.py).  A poll interval
+or closing a port) can stall the server for seconds, and a callback waiting for the GIL inside
+JACK's cycle loses MIDI (see livegen/io/midi_in.py).  A poll interval
 of 1 ms bounds the timestamp error; tests must not assert on timing finer than that anyway.
 """
 

@@ -10,7 +10,7 @@ all times ``time.monotonic()`` (the daemon's log uses the same clock).
 
 Arrivals are stamped in an rtmidi callback (on the JACK process thread, the instant the message
 is handed to this client).  The callback is armed only after both ports are open and connected,
-and cancelled before any port is closed (see livegen/io/ports.py: JACK round trips made while an
+and cancelled before any port is closed (see livegen/io/midi_in.py: JACK round trips made while an
 armed input of the same process receives can stall the server).
 """
 
