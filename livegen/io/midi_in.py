@@ -40,9 +40,11 @@ DEFAULT_BYTE_CAPACITY = 8 * 1024 * 1024
 POLL_INTERVAL_S = 0.001
 """How often the poll thread empties rtmidi's queue (about 2% of one core while idle)."""
 
-RTMIDI_QUEUE_SIZE = 16_384
-"""rtmidi's own queue between two polls: 0.8 s of a 20,000 messages/s flood, should the poll
-thread wait that long for the GIL (beyond it, rtmidi drops and prints a warning)."""
+RTMIDI_QUEUE_SIZE = 65_536
+"""rtmidi's own queue between two polls: 3 s of a 20,000 messages/s flood, should the poll thread
+wait that long for the GIL and a CPU (beyond it, rtmidi drops, uncounted, and prints "message
+queue limit reached").  16,384 overflowed under tests/test_flood.py's flood on a 2-core machine
+at load 12; the ring costs 32 bytes a message (2 MB), allocated when the port opens."""
 
 TimedMessage = tuple[float, list[int]]
 """``(time.monotonic() at arrival, MIDI bytes)`` as the input queue holds them."""
