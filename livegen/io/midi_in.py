@@ -15,7 +15,7 @@ while its thread waited for the GIL deadlocked the interpreter.
 The poll thread wakes every ``POLL_INTERVAL_S``; arrival times come from rtmidi's native delta
 times (livegen/io/arrival.py), so the poll interval delays when the engine sees a message but
 not the time it is stamped with.  The queue is bounded in messages and in bytes: overflow drops
-and counts (``dropped``).  rtmidi's own queue holds ``RTMIDI_QUEUE_SIZE`` messages between polls.
+and counts (``dropped``), except releases, which get ``RELEASE_ROOM`` more.  rtmidi's own queue holds ``RTMIDI_QUEUE_SIZE`` messages between polls.
 """
 
 from __future__ import annotations
@@ -37,6 +37,10 @@ DEFAULT_CAPACITY = 10_000
 DEFAULT_BYTE_CAPACITY = 8 * 1024 * 1024
 """...and bytes (a burst of large sysex messages must not take the memory with it)."""
 
+RELEASE_ROOM = 1_024
+"""Releases (note-off, sustain pedal up, All Notes Off) are still queued this many messages past
+a full queue: dropping one holds a key, and so the phrase, open for good after a flood."""
+
 POLL_INTERVAL_S = 0.001
 """How often the poll thread empties rtmidi's queue (about 2% of one core while idle)."""
 
@@ -50,6 +54,15 @@ TimedMessage = tuple[float, list[int]]
 """``(time.monotonic() at arrival, MIDI bytes)`` as the input queue holds them."""
 
 _CLOSED = object()  # sentinel that wakes readers when an InputPort closes
+
+
+def is_release(message: list[int]) -> bool:
+    """Note-off (or note-on velocity 0), sustain pedal up, or a channel mode message (CC 120-127)."""
+    if len(message) < 3:
+        return False
+    kind = message[0] & 0xF0
+    return kind == 0x80 or (kind == 0x90 and message[2] == 0) or \
+        (kind == 0xB0 and ((message[1] == 64 and message[2] < 64) or message[1] >= 120))
 
 
 class InputPort(Port):
@@ -174,8 +187,9 @@ class InputPort(Port):
         if 0x80 <= status < 0xF0:
             self._channels |= 1 << (status & 0x0F)  # channels heard, for release_all
         size = len(item[1])
-        if self._queue.qsize() >= self._capacity or \
-                self._bytes_in - self._bytes_out + size > self._byte_capacity:
+        queued = self._queue.qsize()
+        full = queued >= self._capacity or self._bytes_in - self._bytes_out + size > self._byte_capacity
+        if full and not (is_release(item[1]) and queued < self._capacity + RELEASE_ROOM):
             self._dropped += 1
         else:
             self._bytes_in += size

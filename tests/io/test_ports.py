@@ -228,6 +228,25 @@ def test_full_queue_drops_and_counts_without_blocking(jack_server):
         assert inp.get(timeout=0)[1] == [0x90, 99, 100]
 
 
+def test_a_full_queue_still_takes_releases_so_no_key_stays_down(jack_server):
+    from livegen.io.midi_in import RELEASE_ROOM
+
+    with InputPort("jack", unique(), capacity=5) as inp:
+        for pitch in range(5):
+            inp._put((0.0, [0x90, pitch, 100]))
+        for message in ([0x90, 9, 100], [0xA0, 1, 1], [0xB0, 64, 127]):  # not releases: dropped
+            inp._put((0.0, message))
+        assert (inp.pending, inp.dropped) == (5, 3)
+        releases = [[0x80, 1, 0], [0x90, 2, 0], [0xB0, 64, 0], [0xB0, 123, 0]]
+        for message in releases:
+            inp._put((0.0, message))
+        assert (inp.pending, inp.dropped) == (9, 3)
+        for _ in range(RELEASE_ROOM):  # the extra room is bounded too
+            inp._put((0.0, [0x80, 60, 0]))
+        assert inp.pending == 5 + RELEASE_ROOM and inp.dropped == 3 + len(releases)
+        assert [m for _, m in drain(inp, 9)][5:] == releases
+
+
 def test_the_queue_is_bounded_in_bytes_too(jack_server):
     sysex = [0xF0] + [0x11] * 998 + [0xF7]  # 1,000 bytes
     with InputPort("jack", unique(), capacity=1000, byte_capacity=10_500) as inp:
