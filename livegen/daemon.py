@@ -323,6 +323,8 @@ def run_daemon(args: argparse.Namespace) -> int:
             predictor = load_predictor(args, preset)
             ports = open_ports(args.midi_api, args.client_name, args.input, args.output)
             stack.callback(ports.close)
+            if ports.input.api == "jack":
+                warn_if_not_realtime(log, say)
             watcher = PortWatcher(ports)  # now: it must see the JACK server running to notice it stop
             if args.learn:
                 learned = learn_controls(ports.input, loaded, args.learn_timeout, say, stop)
@@ -364,6 +366,18 @@ def run_daemon(args: argparse.Namespace) -> int:
 
 SILENCE_AGAIN_AFTER_S = 0.05
 """Pause between the session's CC 123 and the outputs' second one at shutdown (see shut_down)."""
+
+
+def warn_if_not_realtime(log: Callable[[dict], None], say: Callable[[str], None]) -> None:
+    """Said once at start: a JACK server without realtime scheduling can drop MIDI under load
+    (livegen/io/jack_realtime.py), and only whoever starts jackd can change that."""
+    from livegen.io.jack_realtime import jack_server_realtime
+
+    if jack_server_realtime() is False:
+        server = os.environ.get("JACK_DEFAULT_SERVER", "default")
+        say(f"warning: JACK server {server!r} does not run in realtime mode, so MIDI can be lost under load "
+            f"(start jackd with -R; see Troubleshooting in the README)")
+        log({"event": "jack_not_realtime", "t": time.monotonic(), "server": server})
 
 
 def shut_down(session: Session, outputs: Sequence[Sink], log: Callable[[dict], None]) -> None:

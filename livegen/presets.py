@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from livegen.errors import PresetError
+from livegen.shipped import shipped_dir
 
 MODES = ("call-response", "overlap", "mirror", "harmonize")
 PLACEMENTS = ("below", "above", "around")  # livegen.engine.harmonize.PLACEMENTS
 QUANTIZE = ("off", "1/4", "1/8", "1/8t", "1/16", "1/16t", "1/32")
-SHIPPED_DIR = Path(__file__).resolve().parent.parent / "presets"
+SHIPPED_DIR = shipped_dir("presets")
 DEFAULT_NAME = "default"
 MODEL_CONFIG = "config.json"  # livegen.model.checkpoint.CONFIG_FILE, named here without importing torch
 

@@ -1,7 +1,9 @@
 """Shared fixtures.
 
-JACK: ``jack_server`` starts one private jackd (dummy driver, no sound card or realtime rights
-needed) for the whole session and points JACK_DEFAULT_SERVER at it; ``midi_probe`` is a JACK
+JACK: ``jack_server`` starts one private jackd (dummy driver, no sound card needed) for the whole
+session and points JACK_DEFAULT_SERVER at it.  It runs in realtime mode (``jackd -R``) where this
+user may use realtime scheduling (root here), as stage setups run it, so the tests see what
+stages see; elsewhere without (``jack_server.realtime`` says which). ``midi_probe`` is a JACK
 test client (tests/midi_probe.py) that plays into and listens to the ports under test.  Tests
 that use them are skipped, with the reason, where jackd is not installed.
 
@@ -31,7 +33,8 @@ from midi_probe import MidiProbe, start_jack_server  # noqa: E402
 
 @pytest.fixture(scope="session")
 def jack_server() -> JackServer:
-    """A running jackd for this session: ``.name``, ``.env`` (for subprocesses), ``.log()``.
+    """A running jackd for this session: ``.name``, ``.env`` (for subprocesses), ``.realtime``,
+    ``.log()``.
 
     JACK_DEFAULT_SERVER (and JACK_NO_START_SERVER) are set in os.environ while it runs and
     restored afterwards; jackd is terminated and waited for at the end of the session.

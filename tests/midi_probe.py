@@ -6,7 +6,8 @@ The fixtures in conftest.py wrap these (``jack_server``, ``midi_probe``); import
 ``MidiProbe`` talks to rtmidi directly, not through livegen.io.ports, so it can check that
 module.  Its input is polled by a thread instead of using an rtmidi callback: a callback makes
 the JACK process thread need the GIL, and then any JACK round trip made by this process (opening
-or closing a port) can stall the server for seconds (see livegen/io/ports.py).  A poll interval
+or closing a port) can stall the server for seconds, and a callback waiting for the GIL inside
+JACK's cycle loses MIDI (see livegen/io/midi_in.py).  A poll interval
 of 1 ms bounds the timestamp error; tests must not assert on timing finer than that anyway.
 """
 
@@ -49,8 +50,8 @@ def wait_until(condition: Callable[[], object], timeout: float = 10.0, interval:
 
 @contextmanager
 def start_jack_server(startup_timeout: float = 10.0) -> Iterator[JackServer]:
-    """Start a private jackd (livegen.bench.jack.jack_server: dummy driver, no sound card or
-    realtime rights, dies with this process) and point JACK_DEFAULT_SERVER at it.
+    """Start a private jackd (livegen.bench.jack.jack_server: dummy driver, realtime where
+    allowed, dies with this process) and point JACK_DEFAULT_SERVER at it.
 
     The environment variables this sets are restored on exit.  A jackd that ended by a signal
     (killed by a test, or after not stopping in time) has its registry slot reclaimed

@@ -430,7 +430,7 @@ def test_jack_server_dying_ends_livegen_with_exit_code_3(quick_model, tmp_path, 
     assert took - (died - killed) < EXIT_AFTER_SERVER_LOST_S, f"exit {took - (died - killed):.2f} s after jackd died"
 
 
-# --- reconnecting under traffic: the JACK round-trip hazard (livegen/io/ports.py docstring) -----------
+# --- reconnecting under traffic: the JACK round-trip hazard (livegen/io/midi_in.py docstring) --------
 
 UNDER_TRAFFIC = textwrap.dedent(
     """
@@ -443,7 +443,7 @@ UNDER_TRAFFIC = textwrap.dedent(
     pump = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name="hpstress-pump")  # a second sender into our input
     pump.open_port(pump.get_ports().index(ports.input.name), "clock")
 
-    def send_clock():  # so a callback is nearly always waiting for the GIL
+    def send_clock():  # a steady stream while the ports reconnect
         while not stop.is_set():
             pump.send_message([0xF8])
             time.sleep(0.0005)

@@ -7,7 +7,9 @@
 Benchmarks (names for the positional argument):
 - ``latency``: the real daemon (``livegen run --midi-api jack --no-synth``) on a private JACK
   server (dummy driver), played by a separate client process with phrases cut from real MIDI
-  files; then the same with a second client flooding the input (``--flood-rate``, 0 to skip).
+  files; then the same with a second client flooding the input (``--flood-rate``, 0 to skip);
+  then again on a second server at the stage setting, 32 frames (``--stage-period``, 0 to skip).
+  jackd runs in realtime mode (``-R``) where this user may, as on stage.
   Response latency = first answer note-on's arrival - (last note-off sent + gap); timing = each
   answer note-on's arrival - its ``intended`` time in the daemon's ``--log-json``; barge-in =
   a key pressed just after an answer's first note-on arrived -> the last note-off of the notes
@@ -49,6 +51,8 @@ TARGETS = (
     ("timing p99", ("latency", "timing_ms", "p99"), 2.0, "max", "ms"),
     ("barge-in p99", ("latency", "barge_in_ms", "p99"), 20.0, "max", "ms"),
     ("timing p99 under flood", ("latency_flood", "timing_ms", "p99"), 2.0, "max", "ms"),
+    ("stage period: phrases missed", ("latency_stage", "missed"), 0, "max", ""),
+    ("stage period: response p99", ("latency_stage", "response_ms", "p99"), 10.0, "max", "ms"),
     ("per-note inference median (CPU)", ("inference", "devices", "cpu", "stream", "feed_ms", "median"), 0.3, "max", "ms"),
     ("inference speedup vs seed way", ("inference", "devices", "cpu", "speedup_vs_seed_way"), 10.0, "min", "x"),
     ("training throughput vs seed recipe", ("train", "ratio"), 10.0, "min", "x"),
@@ -163,6 +167,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                      help="messages/s from the flood client in the stress run; 0 skips it (default 5000)")
     lat.add_argument("--jack-rate", type=int, default=48000, help="JACK sample rate (default 48000)")
     lat.add_argument("--jack-period", type=int, default=64, help="JACK frames per period (default 64)")
+    lat.add_argument("--stage-period", type=int, default=32,
+                     help="JACK frames per period of a further run at the stage setting; 0 skips it (default 32)")
     lat.add_argument("--daemon-command", metavar="CMD",
                      help="daemon to measure instead of `livegen run` (a shell-quoted command; the harness "
                           "appends --midi-api jack --no-synth --log-json FILE --gap-ms ...)")
@@ -176,6 +182,23 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _say(text: str) -> None:
     print(f"[bench] {text}", file=sys.stderr, flush=True)
+
+
+def stage_latency(args: argparse.Namespace, daemon_command: list[str], config) -> dict:
+    """The latency run again, on its own jackd at ``--stage-period`` frames (issue 15: MIDI was
+    lost at 32 frames with jackd -R); ``period`` and ``realtime`` say what it ran at."""
+    import tempfile
+
+    from livegen.bench.jack import jack_server
+    from livegen.bench.latency import load_phrases, run_session
+
+    phrases = load_phrases(args.phrases)
+    with jack_server(args.jack_rate, args.stage_period) as server, \
+            tempfile.TemporaryDirectory(prefix="livegen-bench-") as tmp:
+        _say(f"latency at {args.stage_period} frames ({'realtime' if server.realtime else 'not realtime'}): "
+             f"{len(phrases)} phrases")
+        figures = run_session(server, daemon_command, phrases, config, Path(tmp))
+    return {**figures, "period": args.stage_period, "realtime": server.realtime}
 
 
 def run_benchmarks(args: argparse.Namespace) -> dict:
@@ -197,7 +220,8 @@ def run_benchmarks(args: argparse.Namespace) -> dict:
         "machine": machine_info(), "versions": versions(), "git": git_info(),
         "config": {"benchmarks": wanted, "daemon_command": daemon_command, "latency": config.to_dict(),
                    "flood_rate": args.flood_rate, "jack": {"driver": "dummy", "rate": args.jack_rate,
-                                                          "period": args.jack_period},
+                                                          "period": args.jack_period,
+                                                          "stage_period": args.stage_period},
                    "steps": args.steps, "seed_steps": args.seed_steps, "train_seconds": args.train_seconds},
         "results": {}, "skipped": {},
     }
@@ -208,6 +232,7 @@ def run_benchmarks(args: argparse.Namespace) -> dict:
         try:
             with jack_server(args.jack_rate, args.jack_period) as server, \
                     tempfile.TemporaryDirectory(prefix="livegen-bench-") as tmp:
+                report["config"]["jack"]["realtime"] = server.realtime
                 if "startup" in wanted:
                     _say(f"startup: {args.startup_runs} daemon launches")
                     results["startup"] = measure_startup(daemon_command, server, args.startup_runs)
@@ -219,6 +244,8 @@ def run_benchmarks(args: argparse.Namespace) -> dict:
                         _say(f"latency under a {args.flood_rate:g} messages/s flood: {len(phrases)} phrases")
                         flood = LatencyConfig(**{**config.to_dict(), "flood_rate": args.flood_rate, "barge_ins": 0})
                         results["latency_flood"] = run_session(server, daemon_command, phrases, flood, Path(tmp))
+            if "latency" in wanted and args.stage_period > 0:
+                results["latency_stage"] = stage_latency(args, daemon_command, config)
         except BenchError as exc:
             if "jackd is not installed" not in str(exc):
                 raise
@@ -265,7 +292,8 @@ def format_table(report: dict) -> str:
         f"git: {g.get('commit', '?')[:12]}{' (dirty)' if g.get('dirty') else ''}",
         "",
     ]
-    for key, title in (("latency", "latency"), ("latency_flood", "latency under flood")):
+    stage = f"latency at {r['latency_stage']['period']} frames" if "latency_stage" in r else ""
+    for key, title in (("latency", "latency"), ("latency_flood", "latency under flood"), ("latency_stage", stage)):
         if key not in r:
             continue
         x = r[key]

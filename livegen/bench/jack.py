@@ -1,8 +1,10 @@
-"""A private JACK server with the dummy driver, for the latency benchmark.
+"""A private JACK server with the dummy driver, for the latency benchmark and the tests.
 
-No sound card or realtime rights are needed.  The server gets a unique name; processes find it
-through the ``env`` this yields (JACK_DEFAULT_SERVER), and nothing else on the machine sees it.
-It is terminated (then killed) on every exit path.
+No sound card is needed.  The server runs in realtime mode (``jackd -R``) where this user may
+use SCHED_FIFO (root, or the ``audio`` group's rtprio limit), as stage setups run it, and
+without realtime elsewhere.  It gets a unique name; processes find it through the ``env`` this
+yields (JACK_DEFAULT_SERVER), and nothing else on the machine sees it.  It is terminated (then
+killed) on every exit path.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class JackServer:
     env: dict[str, str]
     rate: int
     period: int
+    realtime: bool
 
     def log(self) -> str:
         try:
@@ -50,6 +53,22 @@ def jackd_version() -> str | None:
         return None
     line = (out.stdout or out.stderr).strip().splitlines()
     return line[0] if line else None
+
+
+def realtime_allowed() -> bool:
+    """Whether a process of this user may run SCHED_FIFO threads, as ``jackd -R`` needs (asked of
+    a child process, so this one keeps its own scheduling)."""
+    import sys
+
+    if not hasattr(os, "sched_setscheduler"):
+        return False
+    code = "import os; os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))"
+    try:
+        result = subprocess.run([sys.executable, "-c", code], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return result.returncode == 0
 
 
 def _client_can_connect(env: dict[str, str]) -> bool:
@@ -106,22 +125,30 @@ def stop_process(process: subprocess.Popen | None, timeout: float = 5.0) -> None
 
 @contextmanager
 def jack_server(rate: int = 48000, period: int = 64, startup_timeout: float = 15.0,
-                prefix: str = "livegen-bench") -> Iterator[JackServer]:
-    """Start ``jackd -d dummy`` under a unique name; stop it afterwards, whatever happens."""
+                prefix: str = "livegen-bench", realtime: bool | None = None) -> Iterator[JackServer]:
+    """Start ``jackd -d dummy`` under a unique name; stop it afterwards, whatever happens.
+
+    ``realtime``: None runs ``jackd -R`` where ``realtime_allowed()``, else ``--no-realtime``;
+    True insists (BenchError where it is not allowed); False never.
+    """
     if shutil.which("jackd") is None:
         raise BenchError("jackd is not installed (apt install jackd2); the latency benchmark needs it")
+    allowed = realtime_allowed() if realtime is not False else False
+    if realtime and not allowed:
+        raise BenchError("realtime scheduling (SCHED_FIFO) is not allowed for this user; jackd -R cannot run")
+    realtime = allowed
     name = f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     log_path = Path(tempfile.gettempdir()) / f"{name}.log"
     env = {**os.environ, "JACK_DEFAULT_SERVER": name, "JACK_NO_START_SERVER": "1",
            "JACK_NO_AUDIO_RESERVATION": "1"}
-    command = ["jackd", "--no-realtime", "--name", name, "--timeout", "2000",
+    command = ["jackd", "-R" if realtime else "--no-realtime", "--name", name, "--timeout", "2000",
                "-d", "dummy", "--rate", str(rate), "--period", str(period)]
     process = None
     try:
         with open(log_path, "w") as log_file:
             process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file,
                                        stderr=subprocess.STDOUT, env=env, preexec_fn=_jackd_dies_with_parent)
-        server = JackServer(name, process, log_path, env, rate, period)
+        server = JackServer(name, process, log_path, env, rate, period, realtime)
         deadline = time.monotonic() + startup_timeout
         while not _client_can_connect(env):
             if process.poll() is not None:

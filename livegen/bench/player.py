@@ -13,10 +13,12 @@ Each phrase's answer is left to finish.  Then the first ``barge_ins`` phrases ar
 and a key goes down the moment each answer's first note-on arrives: the barge-in latency is
 read from those presses and the note-offs that follow (livegen/bench/latency.py).
 
-Arrivals are stamped in an rtmidi callback (on the JACK process thread, the instant the message
-is handed to this client).  The callback is armed only after both ports are open and connected,
-and cancelled before any port is closed (see livegen/io/ports.py: JACK round trips made while an
-armed input of the same process receives can stall the server).
+Arrivals are read by a poll thread from rtmidi's own queue, never by an rtmidi callback: a
+callback runs inside JACK's process cycle and waits for this process's GIL there, and on a loaded
+machine (its holder preempted) the cycle overruns and the answer's MIDI is lost before the player
+sees it (livegen/io/midi_in.py; seen at 32 frames).  Each arrival is stamped from rtmidi's native
+delta times through livegen's ArrivalClock (livegen/io/arrival.py), so the poll interval does not
+add to the measured latency.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ import threading
 import time
 from typing import Callable
 
+from livegen.io.arrival import ArrivalClock
 from livegen.midi_bytes import NOTE_OFF, NOTE_ON
 
 CLIENT_NAME = "bench-player"
+POLL_INTERVAL_S = 0.001
 
 
 def is_note_on(message: list[int]) -> bool:
@@ -92,11 +96,19 @@ def main(argv: list[str] | None = None) -> int:
     arrivals: list[tuple[float, list[int]]] = []
     lock = threading.Lock()
 
-    def on_message(event, _data=None) -> None:  # only stamp and keep
-        t = time.monotonic()
-        with lock:
-            arrivals.append((t, event[0]))
+    stop = threading.Event()
+    clock = ArrivalClock()
 
+    def poll() -> None:  # only stamp and keep
+        while not stop.wait(POLL_INTERVAL_S):
+            taken = []
+            while (item := inp.get_message()) is not None:
+                taken.append(item)
+            now = time.monotonic()
+            with lock:
+                arrivals.extend((clock.stamp(delta, now), message) for message, delta in taken)
+
+    poller = None
     out, in_name = open_output(rtmidi, CLIENT_NAME, port_matcher(prefix, "in"))
     inp = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name=CLIENT_NAME, queue_size_limit=65536)
     try:
@@ -104,8 +116,11 @@ def main(argv: list[str] | None = None) -> int:
         index = wait_for_port(inp, port_matcher(prefix, "out"))
         out_name = inp.get_ports()[index]
         inp.open_port(index, "in")
-        time.sleep(0.2)  # let JACK settle the connections before arming
-        inp.set_callback(on_message)  # armed last: no JACK round trips from here on
+        time.sleep(0.2)  # let JACK settle the connections
+        while inp.get_message() is not None:  # nothing from before the first phrase
+            pass
+        poller = threading.Thread(target=poll, name="player-poll")
+        poller.start()
         time.sleep(0.1)
 
         def play_phrase(phrase) -> tuple[float, float]:
@@ -165,8 +180,9 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(settle)
         time.sleep(0.2)
     finally:
-        inp.cancel_callback()
-        time.sleep(0.1)  # an in-flight callback finishes (sleep releases the GIL)
+        stop.set()
+        if poller is not None:
+            poller.join()
         for client in (inp, out):  # input first
             try:
                 client.close_port()

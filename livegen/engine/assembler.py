@@ -1,6 +1,6 @@
 """Raw MIDI byte lists in, note-level events out: the first step on the engine thread.
 
-The rtmidi callback only timestamps and queues each message; the engine thread calls
+The input's poll thread only timestamps and queues each message; the engine thread calls
 ``NoteAssembler.feed`` with it.  A keyboard (or a cable, or a driver) can send anything, so
 ``feed`` never raises.  rtmidi normally delivers whole messages, but what it hands over is read
 as a MIDI byte stream (``midi_bytes.StreamParser``): a message split over two deliveries, or

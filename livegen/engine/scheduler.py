@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Callable, Hashable, Literal
 
 from livegen import midi_bytes as mb
-from livegen.engine.clock import Clock
+from livegen.clock import Clock
 from livegen.io.sinks import Sink
 
 Kind = Literal["note_on", "note_off", "control"]

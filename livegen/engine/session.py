@@ -37,7 +37,7 @@ from livegen.engine.assembler import (
     NoteStarted,
     ProgramChanged,
 )
-from livegen.engine.clock import Clock
+from livegen.clock import Clock
 from livegen.engine.control import STATE_VALUES, ControlMap, TimedScheduler
 from livegen.engine.harmonize import Harmonizer, HarmonizeSettings, ModelVoicing, check_placement
 from livegen.engine.phrase import PhraseDetector, PhraseEnd

@@ -6,7 +6,7 @@ import queue
 import time
 from typing import Sequence
 
-from livegen.engine.clock import Clock
+from livegen.clock import Clock
 
 
 class QueueSource:

@@ -1,11 +1,11 @@
 """Arrival times of input messages from the MIDI API's own timestamps.
 
 rtmidi timestamps every message natively (JACK: ``jack_get_time()`` in the process callback;
-ALSA: the sequencer event's time) and hands Python the delta since the previous message.  The
-Python callback itself runs only once it holds the GIL, which on a busy machine can be
-milliseconds later than the message arrived, and a clock follower or phrase detector fed those
-late stamps sees a jittery, tilted tempo.  ``ArrivalClock`` adds up the native deltas and
-anchors that running sum to ``time.monotonic()``: the callback can run late but never early, so
+ALSA: the sequencer event's time) and hands Python the delta since the previous message.
+livegen's poll thread (livegen/io/midi_in.py) takes a message up to a poll interval after it
+arrived, and later still when it waits for the GIL on a busy machine, and a clock follower or
+phrase detector fed those late stamps sees a jittery, tilted tempo.  ``ArrivalClock`` adds up the
+native deltas and anchors that running sum to ``time.monotonic()``: a poll can be late but never early, so
 the smallest ``now - sum`` seen is the best anchor.  The anchor is renewed from the minimum of
 each window, so a slow drift between the two clocks cannot build up, and a stamp is never later
 than the moment it was taken, nor (after a burst of lost deltas) more than ``MAX_LAG_S`` early.
@@ -16,8 +16,8 @@ from __future__ import annotations
 import math
 
 MAX_LAG_S = 0.1
-"""A callback this much later than the native times say is taken as lost native time (RtMidi's
-JACK input leaves out events it swallows into an unterminated sysex), not as a slow callback."""
+"""A poll this much later than the native times say is taken as lost native time (RtMidi's
+JACK input leaves out events it swallows into an unterminated sysex), not as a slow poll."""
 
 WINDOW_S = 30.0
 """The anchor is the minimum over the last window of this length (clock drift stays below ~1 us)."""

@@ -6,8 +6,8 @@ livegen keeps running; when a port with the same name comes back, it connects ag
 ``PortWatcher.poll()`` does that from the daemon's watch loop, every ~0.2 s, on its thread:
 
 - It lists ports with each port's own rtmidi object, which is no server round trip (see
-  livegen/io/ports.py), so polling is safe while the input's callback is armed; only the rare
-  reconnect makes round trips, with the input paused around them.  The same code serves ALSA
+  ``listing.find_target``); only the rare reconnect makes round trips, with the input's poll
+  thread held off around them (``InputPort.paused``).  The same code serves ALSA
   (names compared without ALSA's ``client:port`` numbers, which a replugged device may change).
 - Input lost: the engine gets pedal-up and All Notes Off on the channels heard, so a key held
   when the cable went cannot hold the phrase open.  Output lost: what was sounding there is
@@ -17,7 +17,7 @@ livegen keeps running; when a port with the same name comes back, it connects ag
   connections others made to it by hand.
 - A port that goes and comes back between two polls is not noticed (its connection is then
   lost without a word): rtmidi cannot show connections, only names.
-- The JACK server stopping cannot be seen through rtmidi at all (ports.py docstring), so
+- The JACK server stopping cannot be seen through rtmidi at all (midi_out.py docstring), so
   ``JackServerWatch`` checks that the server still listens on its socket; when it stops,
   ``poll()`` raises ``MidiServerLostError`` (exit code 3): nothing can be reconnected then, and
   waiting would look like a hang.
@@ -34,7 +34,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from livegen.io.ports import InputPort, MidiBackendError, OutputPort, PortPair
+from livegen.io.apis import MidiBackendError
+from livegen.io.midi_in import InputPort
+from livegen.io.midi_out import OutputPort
+from livegen.io.ports import PortPair
 
 POLL_INTERVAL_S = 0.2
 """How often the daemon polls; with the input pause (<= 0.2 s) a port is back within ~0.5 s."""
@@ -185,7 +188,7 @@ class PortWatcher:
                 back.append(each)
         if back:
             seen = self._clock()
-            with self._input.paused():  # one pause for every reopening (JACK round trips)
+            with self._input.paused():  # one pause for every reopening
                 events += [event for each in back if (event := self._reconnect(each, seen)) is not None]
         return events
 

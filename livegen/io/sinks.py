@@ -39,7 +39,7 @@ import time
 from typing import Callable, Iterable, Sequence
 
 from livegen import midi_bytes as mb
-from livegen.engine.clock import Clock
+from livegen.clock import Clock
 from livegen.notes import Note, Track
 
 HUMAN_TRACK = "human"

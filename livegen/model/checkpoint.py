@@ -43,11 +43,13 @@ ARCHITECTURES: dict[str, tuple[type, type[nn.Module]]] = {
 
 
 def default_model_dir() -> Path:
-    """The folder `models/default` of this checkout, else the user's data folder."""
+    """The shipped `models/default` (this checkout's, or the wheel's), else the user's data folder."""
     import platformdirs
 
+    from livegen.shipped import shipped_dir
+
     candidates = [
-        Path(__file__).resolve().parents[2] / "models" / "default",
+        shipped_dir("models") / "default",
         Path(platformdirs.user_data_dir("livegen")) / "models" / "default",
     ]
     for candidate in candidates:

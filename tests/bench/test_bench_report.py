@@ -48,8 +48,9 @@ def test_report_has_the_machine_versions_commit_and_every_benchmark(report):
     for key in ("python", "torch", "livegen", "rtmidi", "jackd"):
         assert key in report["versions"]
     assert report["git"] is None or len(report["git"]["commit"]) == 40
-    assert set(report["results"]) == {"latency", "latency_flood", "inference", "train", "startup"}
-    for key in ("latency", "latency_flood"):
+    assert set(report["results"]) == {"latency", "latency_flood", "latency_stage", "inference", "train", "startup"}
+    assert report["results"]["latency_stage"]["period"] == 32  # the stage setting of issue 15
+    for key in ("latency", "latency_flood", "latency_stage"):
         lat = report["results"][key]
         assert lat["answered"] == lat["phrases"] == 5
         _summary_keys(lat["response_ms"])
@@ -68,7 +69,7 @@ def test_report_has_the_machine_versions_commit_and_every_benchmark(report):
     assert names == {name for name, *_ in TARGETS}
     assert all(isinstance(t["pass"], bool) for t in report["targets"])
     text = format_table(report)
-    assert "response latency median" in text and "startup" in text
+    assert "response latency median" in text and "startup" in text and "latency at 32 frames" in text
 
 
 def test_a_run_whose_targets_all_pass_exits_0():

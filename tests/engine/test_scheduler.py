@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from livegen import midi_bytes as mb
-from livegen.engine.clock import ManualClock
+from livegen.clock import ManualClock
 from livegen.engine.scheduler import Scheduler, SchedulerThread
 from livegen.io.sinks import MemorySink, Sink
 

@@ -18,7 +18,7 @@ import uuid
 import pytest
 
 from livegen.errors import LivegenError, PortNotFoundError
-from livegen.io import ports
+from livegen.io import apis, ports
 from livegen.io.ports import InputPort, MidiBackendError, OutputPort, find_port, list_ports, open_ports
 from midi_probe import wait_until
 
@@ -84,7 +84,7 @@ def test_find_port_prefers_exact_then_case_insensitive_then_substring():
 
 def test_find_port_takes_the_first_of_several_substring_matches_and_warns(caplog):
     names = ["Keystation:Keystation MIDI 1", "Keystation:Keystation MIDI 2"]
-    with caplog.at_level(logging.WARNING, logger="livegen.io.ports"):
+    with caplog.at_level(logging.WARNING, logger="livegen.io.listing"):
         assert find_port(names, "keystation", "input") == (0, names[0])
     assert "MIDI 2" in caplog.text
 
@@ -121,7 +121,7 @@ def test_jack_not_running_is_one_clear_line(monkeypatch, capfd):
         assert "\n" not in message
         assert isinstance(info.value, LivegenError) and isinstance(info.value, OSError)
     assert "Cannot connect to server" not in capfd.readouterr().err  # libjack's noise is silenced
-    if not os.path.exists(ports.ALSA_SEQUENCER):
+    if not os.path.exists(apis.ALSA_SEQUENCER):
         with pytest.raises(MidiBackendError, match="no usable MIDI API: .*jack: JACK server .*not running"):
             ports.resolve_api("auto")
     errors: dict[str, str] = {}
@@ -133,7 +133,7 @@ def test_jack_not_running_is_one_clear_line(monkeypatch, capfd):
 
 
 def test_auto_finds_jack_and_listing_shows_virtual_ports(jack_server):
-    if not os.path.exists(ports.ALSA_SEQUENCER):
+    if not os.path.exists(apis.ALSA_SEQUENCER):
         assert ports.resolve_api("auto") == "jack"
     client = unique()
     with OutputPort("jack", client) as out, InputPort("jack", client) as inp:
@@ -219,26 +219,45 @@ def test_full_queue_drops_and_counts_without_blocking(jack_server):
     with InputPort("jack", unique(), capacity=5) as inp:
         started = time.monotonic()
         for pitch in range(20):
-            inp._callback(([0x90, pitch, 100], 0.0), None)  # as rtmidi's thread calls it
+            inp._put((0.0, [0x90, pitch, 100]))  # as the poll thread queues it
         assert time.monotonic() - started < 1.0  # never waits for room
         assert (inp.pending, inp.dropped) == (5, 15)
         assert [m[1] for _, m in drain(inp, 5)] == [0, 1, 2, 3, 4]  # the oldest are kept
         assert inp.get(timeout=0) is None
-        inp._callback(([0x90, 99, 100], 0.0), None)  # room again
+        inp._put((0.0, [0x90, 99, 100]))  # room again
         assert inp.get(timeout=0)[1] == [0x90, 99, 100]
+
+
+def test_a_full_queue_still_takes_releases_so_no_key_stays_down(jack_server):
+    from livegen.io.midi_in import RELEASE_ROOM
+
+    with InputPort("jack", unique(), capacity=5) as inp:
+        for pitch in range(5):
+            inp._put((0.0, [0x90, pitch, 100]))
+        for message in ([0x90, 9, 100], [0xA0, 1, 1], [0xB0, 64, 127]):  # not releases: dropped
+            inp._put((0.0, message))
+        assert (inp.pending, inp.dropped) == (5, 3)
+        releases = [[0x80, 1, 0], [0x90, 2, 0], [0xB0, 64, 0], [0xB0, 123, 0]]
+        for message in releases:
+            inp._put((0.0, message))
+        assert (inp.pending, inp.dropped) == (9, 3)
+        for _ in range(RELEASE_ROOM):  # the extra room is bounded too
+            inp._put((0.0, [0x80, 60, 0]))
+        assert inp.pending == 5 + RELEASE_ROOM and inp.dropped == 3 + len(releases)
+        assert [m for _, m in drain(inp, 9)][5:] == releases
 
 
 def test_the_queue_is_bounded_in_bytes_too(jack_server):
     sysex = [0xF0] + [0x11] * 998 + [0xF7]  # 1,000 bytes
     with InputPort("jack", unique(), capacity=1000, byte_capacity=10_500) as inp:
         for _ in range(20):
-            inp._callback((sysex, 0.0), None)
+            inp._put((0.0, sysex))
         assert (inp.pending, inp.dropped) == (10, 10)
-        inp._callback(([0x90, 60, 100], 0.0), None)  # small messages still fit
+        inp._put((0.0, [0x90, 60, 100]))  # small messages still fit
         assert inp.pending == 11
         drain(inp, 11)
         for _ in range(10):  # what was read makes room again
-            inp._callback((sysex, 0.0), None)
+            inp._put((0.0, sysex))
         assert (inp.pending, inp.dropped) == (10, 10)
 
 
@@ -279,27 +298,43 @@ def test_close_is_idempotent_and_wakes_a_blocked_reader(jack_server, midi_probe)
         out.send(NOTE_ON)
 
 
-def test_messages_queued_before_close_are_still_read(jack_server):
-    inp = InputPort("jack", unique())
-    inp._callback((NOTE_ON, 0.0), None)
+def test_messages_waiting_in_rtmidi_at_close_are_still_read(jack_server, midi_probe):
+    inp = InputPort("jack", unique(), poll_interval=60.0)  # only close() will empty rtmidi's queue
+    midi_probe.play_into(inp.name)
+    midi_probe.send(NOTE_ON)
+    time.sleep(0.1)  # a few JACK cycles: the message waits in rtmidi
+    assert inp.get(timeout=0) is None
+    started = time.monotonic()
     inp.close()
+    assert time.monotonic() - started < 5  # the sleeping poll thread is woken, not waited for
     assert inp.get(timeout=1)[1] == NOTE_ON
     assert inp.get(timeout=1) is None
 
 
-def test_unstarted_input_keeps_early_messages_for_start(jack_server, midi_probe):
-    with InputPort("jack", unique(), start=False) as inp:
+def test_the_poll_thread_is_started_explicitly_and_joined_by_close(jack_server):
+    def pollers():
+        return [t for t in threading.enumerate() if t.name.startswith("midi-in ")]
+
+    before = len(pollers())
+    inp = InputPort("jack", unique(), start=False)
+    assert len(pollers()) == before
+    inp.start()
+    assert len(pollers()) == before + 1
+    inp.close()
+    assert len(pollers()) == before
+
+
+def test_no_python_runs_on_the_jack_thread(jack_server, midi_probe):
+    """The input must not give rtmidi a callback: that runs Python, waiting for the GIL, inside
+    JACK's realtime process cycle, and an overrun cycle loses its MIDI (issue 15).  Without one,
+    the process cycle leaves each message in rtmidi's own queue (with a callback set, rtmidi
+    queues nothing there)."""
+    with InputPort("jack", unique(), poll_interval=60.0) as inp:  # the poll thread sleeps on
         midi_probe.play_into(inp.name)
-        before = time.monotonic()
         midi_probe.send(NOTE_ON)
-        midi_probe.send(CLOCK)
-        time.sleep(0.2)
-        assert inp.get(timeout=0) is None  # not started: nothing queued yet
-        inp.start()
-        inp.start()  # idempotent
-        received = drain(inp, 2)
-        assert [m for _, m in received] == [NOTE_ON, CLOCK]
-        assert before - 0.5 <= received[0][0] <= received[1][0] <= time.monotonic()
+        time.sleep(0.1)
+        with inp.paused():
+            assert inp._rt.get_message()[0] == NOTE_ON
 
 
 def test_send_checks_its_argument(jack_server):
@@ -312,7 +347,7 @@ def test_send_checks_its_argument(jack_server):
         out.send((0xFC,))  # tuples and bytes are fine
 
 
-# --- the two rtmidi/JACK hazards the module is built around (see its docstring) -------------------
+# --- the two hazards rtmidi callbacks had with JACK (livegen/io/midi_in.py docstring) -------------
 
 STRESS = textwrap.dedent(
     """
@@ -323,7 +358,7 @@ STRESS = textwrap.dedent(
     source.open_virtual_port("clock")
     stop = threading.Event()
 
-    def pump():  # a fast clock stream, so a callback is nearly always waiting for the GIL
+    def pump():  # a fast clock stream, so the input always has something to take
         while not stop.is_set():
             source.send_message([0xF8])
             time.sleep(0.0005)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from livegen import midi_bytes as mb
-from livegen.engine.clock import ManualClock
+from livegen.clock import ManualClock
 from livegen.io.sinks import MemorySink, MultiSink, NullSink, RecordingSink, Sink
 from livegen.notes import Note
 
