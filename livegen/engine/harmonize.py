@@ -50,7 +50,7 @@ from typing import Callable, Hashable, Protocol, Sequence
 
 import numpy as np
 
-from livegen.engine.clock import Clock
+from livegen.clock import Clock
 from livegen.model.params import SamplingParams
 from livegen.notes import PITCH
 
