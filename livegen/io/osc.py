@@ -27,8 +27,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
+from pythonosc.parsing import osc_types
+from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
-from pythonosc.osc_packet import OscPacket
 
 from livegen import presets
 from livegen.errors import LivegenError
@@ -36,6 +37,8 @@ from livegen.errors import LivegenError
 PREFIX = "/livegen/"
 LOOPBACK = "127.0.0.1"
 MAX_DATAGRAM = 65536
+MAX_BUNDLE_DEPTH = 4
+ARG_SIZES = {"i": 4, "f": 4, "d": 8, "h": 8, "T": 0, "F": 0}  # and "s": a padded string
 POLL_S = 0.1  # how long the threads wait before checking for stop
 
 
@@ -136,6 +139,55 @@ def _address(host: str, port: int, passive: bool) -> tuple[int, tuple]:
     return family, sockaddr
 
 
+class Malformed(ValueError):
+    """A datagram that is not exactly one OSC message or bundle of the kinds livegen takes."""
+
+
+def split_packet(datagram: bytes, depth: int = 0) -> list[bytes]:
+    """The message datagrams in an OSC packet (a message, or a bundle of them, nested).
+
+    Stricter than python-osc on purpose: each message must be exactly as long as its type tags
+    say (python-osc pads a missing float with zeros, which would turn a truncated packet into
+    a temperature of 0), and carry at most one argument of the types the settings take.
+    """
+    if datagram.startswith(b"#bundle\x00"):
+        if depth >= MAX_BUNDLE_DEPTH:
+            raise Malformed("bundles nested too deep")
+        if len(datagram) < 16 or len(datagram) % 4:
+            raise Malformed(f"bundle of {len(datagram)} bytes")
+        index, messages = 16, []  # "#bundle\0" and the 8-byte time tag (applied at once)
+        while index < len(datagram):
+            if index + 4 > len(datagram):
+                raise Malformed("truncated bundle element size")
+            size = int.from_bytes(datagram[index:index + 4], "big")
+            element = datagram[index + 4:index + 4 + size]
+            if size == 0 or size % 4 or len(element) != size:
+                raise Malformed(f"bundle element of {size} bytes")
+            messages += split_packet(element, depth + 1)
+            index += 4 + size
+        return messages
+    _check_message(datagram)
+    return [datagram]
+
+
+def _check_message(datagram: bytes) -> None:
+    if not datagram.startswith(b"/") or len(datagram) % 4:
+        raise Malformed(f"not an OSC message ({len(datagram)} bytes)")
+    try:
+        _, index = osc_types.get_string(datagram, 0)
+        if index == len(datagram):
+            return  # no type tags: no arguments
+        tags, index = osc_types.get_string(datagram, index)
+        if not tags.startswith(",") or len(tags) > 2 or any(tag not in ARG_SIZES and tag != "s" for tag in tags[1:]):
+            raise Malformed(f"type tags {tags[:16]!r}: livegen takes at most one i, f, d, h, s, T or F")
+        for tag in tags[1:]:
+            index = osc_types.get_string(datagram, index)[1] if tag == "s" else index + ARG_SIZES[tag]
+    except osc_types.ParseError as exc:
+        raise Malformed(str(exc)) from None
+    if index != len(datagram):
+        raise Malformed(f"{len(datagram)} bytes where the type tags say {index}")
+
+
 def _is_power_of_ten(n: int) -> bool:
     while n >= 10 and n % 10 == 0:
         n //= 10
@@ -201,16 +253,12 @@ class OscReceiver:
         """Apply every message of one datagram (a message or a bundle, applied at once)."""
         self.counts["packets"] += 1
         try:
-            messages = [timed.message for timed in OscPacket(datagram).messages]
-        except Exception as exc:  # python-osc raises several types on garbage; none may escape
-            self._ignored("malformed", f"{len(datagram)} bytes: {type(exc).__name__}")
+            messages = [OscMessage(each) for each in split_packet(datagram)]
+        except Exception as exc:  # Malformed, or python-osc's own errors: none may escape
+            self._ignored("malformed", f"{len(datagram)} bytes: {exc}"[:200])
             return
         for message in messages:
-            try:
-                address, args = message.address, list(message.params)
-            except Exception as exc:
-                self._ignored("malformed", f"{type(exc).__name__}")
-                continue
+            address, args = message.address, list(message.params)
             name = address[len(PREFIX):] if address.startswith(PREFIX) else None
             setting = self._settings.get(name) if name else None
             if setting is None:
