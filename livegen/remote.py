@@ -45,7 +45,7 @@ class Remote:
     def show_view(self, describe_ports: dict, tty: str | None, on_quit: Callable[[], None]) -> None:
         from livegen.view.link import ViewFeed, ViewLink
 
-        feed = ViewFeed(self.session, describe_ports, preset_names(self.session), osc=self)
+        feed = ViewFeed(self.session, describe_ports, preset_names(self.session), stats=self.stats)
         self.session.observers.append(feed.observe)
         self.session.enable_commands()
         self.view = ViewLink(feed, self.apply_args, on_quit, tty=tty)
