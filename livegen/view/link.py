@@ -153,7 +153,8 @@ class ViewLink:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "livegen.view", "--fd", str(theirs.fileno())], pass_fds=(theirs.fileno(),),
                 stdin=terminal if self._tty else None, stdout=terminal, stderr=terminal,
-                start_new_session=self._tty is not None)
+                start_new_session=self._tty is not None,
+                env={k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")})  # the terminal's own size
         finally:
             theirs.close()
             if self._tty:

@@ -15,7 +15,6 @@ from rich.text import Text
 COLOURS = {"player": "bold cyan", "livegen": "bold magenta", "both": "bold white"}
 NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 LABEL = 4  # characters of the pitch label
-MIN_ROWS = 12
 CELL = "█"
 
 
@@ -59,8 +58,8 @@ class Roll:
         height = max(1, height)
         pitches = [s[1] for s in spans] or [60, 72]
         low, high = min(pitches), max(pitches)
-        if high - low + 1 < min(MIN_ROWS, height):  # pad around the notes in view
-            pad = min(MIN_ROWS, height) - (high - low + 1)
+        if high - low + 1 < height:  # fill the height, the notes in view in the middle
+            pad = min(height, 128) - (high - low + 1)
             low, high = max(0, low - pad // 2), min(127, high + pad - pad // 2)
         if high - low + 1 > height:  # too many to show: keep those around the middle
             middle = (low + high) // 2
