@@ -246,3 +246,20 @@ def test_osc_out_sends_the_states_and_notes_of_a_phrase_and_of_its_answer(daemon
     assert states[:2] == ["idle", "listening"] and states[-1] == "idle"  # idle: sent once at start
     assert states.index("playing") > states.index("listening")
     assert all(a != b for a, b in zip(states, states[1:]))  # changes only
+
+
+def test_a_port_in_use_or_a_bad_address_is_one_line_and_exit_2(jack_server, quick_model):
+    import subprocess
+    import sys
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        for flags, expected in ((["--osc-port", str(port)], f"cannot listen on 127.0.0.1:{port}"),
+                                (["--osc-send", "no-such-host.invalid:9000"], "cannot resolve host 'no-such-host.invalid'"),
+                                (["--osc-send", "localhost"], "is not HOST:PORT")):
+            result = subprocess.run([sys.executable, "-m", "livegen", "run", "--model", str(quick_model), "--midi-api",
+                                     "jack", "--no-synth", *flags], env=jack_server.env, capture_output=True, text=True,
+                                    timeout=120)
+            lines = [line for line in result.stderr.strip().splitlines() if not line.startswith((" ", "usage:"))]
+            assert result.returncode == 2 and len(lines) == 1 and expected in lines[0], result.stderr  # argparse's usage aside

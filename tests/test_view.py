@@ -189,3 +189,10 @@ def test_livegen_run_view_in_a_terminal_shows_states_and_the_notes_of_a_phrase(j
         tmux.close()
     controls = [e for e in map(json.loads, log.read_text().splitlines()) if e["event"] == "control"]
     assert controls[0]["value"] == 1.1
+
+
+def test_view_without_a_terminal_is_one_line_and_exit_2(jack_server, quick_model):
+    result = subprocess.run([sys.executable, "-m", "livegen", "run", "--model", str(quick_model), "--midi-api", "jack",
+                             "--no-synth", "--view"], env=jack_server.env, capture_output=True, text=True, timeout=120)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "--view needs a terminal" in lines[0], result.stderr
