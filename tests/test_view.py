@@ -20,7 +20,7 @@ import pytest
 from daemon_driver import wait
 from livegen.view.link import ViewFeed, describe
 from livegen.view.roll import Roll
-from midi_probe import note_ons, port_matcher
+from midi_probe import port_matcher
 
 
 def snapshot(t, state, notes, temperature=1.0, events=()):
@@ -50,7 +50,7 @@ def test_the_roll_keeps_spans_and_draws_each_side_in_its_colour():
     c4 = next(line for line in lines if line.startswith("C4"))
     e4 = next(line for line in lines if line.startswith("E4"))
     assert c4[4:].count("█") == 5 and e4[4:].count("█") == 10  # 0.1 s a column
-    styles = {str(span.style) for span in text.spans if text.plain[span.start:span.end] == "█"}
+    styles = {str(span.style) for span in text.spans if set(text.plain[span.start:span.end]) == {"█"}}
     assert styles == {"bold cyan", "bold white"}  # livegen's E4 is under the player's: "both"
     assert roll.last == {"player": [60, 64], "livegen": [64]}
 
@@ -138,6 +138,9 @@ class Tmux:
 def test_livegen_run_view_in_a_terminal_shows_states_and_the_notes_of_a_phrase(jack_server, midi_probe, quick_model,
                                                                                  tmp_path):
     log = tmp_path / "events.jsonl"
+
+    def logged(kind):
+        return [e for e in map(json.loads, log.read_text().splitlines()) if e["event"] == kind]
     env = " ".join(f"{k}={shlex.quote(v)}" for k, v in jack_server.env.items() if k.startswith("JACK"))
     command = (f"env {env} {shlex.quote(sys.executable)} -m livegen run --model {shlex.quote(str(quick_model))} "
                f"--midi-api jack --no-synth --seed 1 --length 4 --gap-ms 300 --view --log-json {shlex.quote(str(log))}"
@@ -155,40 +158,38 @@ def test_livegen_run_view_in_a_terminal_shows_states_and_the_notes_of_a_phrase(j
             while not done.is_set():
                 screen = tmux.screen()
                 seen.update(s for s in ("IDLE", "LISTENING", "THINKING", "PLAYING") if s in screen)
-                time.sleep(0.02)
+                time.sleep(0.1)  # each capture is a process: keep a loaded machine's CPU for the music
 
         watcher = threading.Thread(target=look, daemon=True)
         watcher.start()
         try:
             midi_probe.play([60, 64, 67], hold=0.2, rest=0.05)  # slow enough for the captures to see it
-            assert wait(lambda: len(note_ons(midi_probe.messages)) == 4 and "IDLE" in tmux.screen(), timeout=15), \
-                tmux.screen()
+            assert wait(lambda: len(logged("note_on")) == 4 and "IDLE" in tmux.screen(), timeout=15), tmux.screen()
             time.sleep(0.2)
         finally:
             done.set()
             watcher.join(5)
         screen = tmux.screen()
-        answer = [m[1] for _, m in note_ons(midi_probe.messages)]
+        answer = [e["pitch"] for e in logged("note_on")]
         names = __import__("livegen.view.roll", fromlist=["pitch_name"]).pitch_name
         assert "last phrase: C4 E4 G4" in screen, screen
         assert f"answer: {' '.join(map(names, answer))}" in screen, screen
         rows = {line[1:5].strip(): line for line in screen.splitlines() if line.startswith("│")}
-        assert all("█" in rows[name] for name in ("C4", "E4", "G4")), screen
+        in_view = [names(p) for p in [60, 64, 67, *answer] if names(p) in rows]  # the roll shows the busiest octaves
+        assert len(in_view) >= 3 and all("█" in rows[name] for name in in_view), screen
         assert {"IDLE", "LISTENING"} <= seen and seen & {"THINKING", "PLAYING"}, seen
         coloured = tmux.screen(escapes=True)
         colours = set(re.findall(r"\x1b\[([0-9;]*)m█", coloured))
         assert len(colours) >= 2, colours  # the player's notes and livegen's in two colours
         tmux.keys("Up")
         tmux.keys("p")
-        assert wait(lambda: [e.get("name") for e in map(json.loads, log.read_text().splitlines())
-                             if e["event"] == "control"] == ["temperature", "panic"], timeout=5)
+        assert wait(lambda: [e["name"] for e in logged("control")] == ["temperature", "panic"], timeout=5)
         tmux.keys("q")  # quits livegen
         assert wait(lambda: not tmux.alive(), timeout=10)
     finally:
         midi_probe.close()
         tmux.close()
-    controls = [e for e in map(json.loads, log.read_text().splitlines()) if e["event"] == "control"]
-    assert controls[0]["value"] == 1.1
+    assert logged("control")[0]["value"] == 1.1
 
 
 def test_view_without_a_terminal_is_one_line_and_exit_2(jack_server, quick_model):

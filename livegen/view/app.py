@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import threading
 from typing import Sequence
@@ -76,12 +77,14 @@ class ViewApp(App):
     # -- drawing ---------------------------------------------------------------------------------
 
     def show(self, snapshot: dict) -> None:
-        """Take one snapshot from the daemon and redraw."""
-        self.snapshot = snapshot
+        """Take one snapshot from the daemon and redraw what changed (the roll while notes scroll)."""
+        previous, self.snapshot = self.snapshot, snapshot
         for t, who, on, channel, pitch, velocity in snapshot.get("notes", []):
             self.roll.add(t, who, on, channel, pitch, velocity)
         self.events = (self.events + [text for _, text in snapshot.get("events", [])])[-EVENTS_SHOWN:]
-        self._draw()
+        still = {k: v for k, v in snapshot.items() if k != "t"} == {k: v for k, v in previous.items() if k != "t"}
+        if not (still and not self.roll.spans(snapshot.get("t", 0.0))):  # nothing new and no note in view: keep the picture
+            self._draw()
 
     def _draw(self) -> None:
         s = self.snapshot
@@ -199,6 +202,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m livegen.view", description="livegen's live view (started by `livegen run --view`)")
     parser.add_argument("--fd", type=int, required=True, help="the socket livegen passed")
     args = parser.parse_args(argv)
+    try:
+        os.nice(10)  # drawing yields the CPU to livegen's engine and to JACK when they compete
+    except OSError:
+        pass
     client = SocketClient(socket.socket(fileno=args.fd))
     try:
         ViewApp(send=client.send, read=client.read).run()

@@ -61,9 +61,10 @@ class Roll:
         if high - low + 1 < height:  # fill the height, the notes in view in the middle
             pad = min(height, 128) - (high - low + 1)
             low, high = max(0, low - pad // 2), min(127, high + pad - pad // 2)
-        if high - low + 1 > height:  # too many to show: keep those around the middle
-            middle = (low + high) // 2
-            low, high = middle - height // 2, middle - height // 2 + height - 1
+        if high - low + 1 > height:  # too many to show: the rows holding the most notes
+            counts = [sum(1 for s in spans if p <= s[1] < p + height) for p in range(low, high - height + 2)]
+            low = low + counts.index(max(counts))
+            high = low + height - 1
         columns = max(1, width - LABEL)
         step = self.span_s / columns
         grid: dict[int, list[str | None]] = {p: [None] * columns for p in range(low, high + 1)}
@@ -80,11 +81,16 @@ class Roll:
         for pitch in range(high, low - 1, -1):
             name = pitch_name(pitch)
             text.append(f"{name:<{LABEL}}", style="bold" if pitch % 12 == 0 else "dim")
-            for cell in grid[pitch]:
-                if cell is None:
-                    text.append("·" if pitch % 12 == 0 else " ", style="dim")
-                else:
-                    text.append(CELL, style=COLOURS[cell])
+            row = grid[pitch]
+            start = 0
+            for end in range(1, columns + 1):  # one run per colour: few segments to draw
+                if end == columns or row[end] != row[start]:
+                    cell = row[start]
+                    if cell is None:
+                        text.append(("·" if pitch % 12 == 0 else " ") * (end - start), style="dim")
+                    else:
+                        text.append(CELL * (end - start), style=COLOURS[cell])
+                    start = end
             if pitch != low:
                 text.append("\n")
         return text
