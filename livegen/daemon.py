@@ -436,7 +436,7 @@ def learn_controls(port, preset: Preset, timeout: float, say: Callable[[str], No
     return learned
 
 
-def watch(session: Session, watcher, port, log: EventLog, stop: threading.Event, status: bool) -> None:
+def watch(session: Session, watcher, port, log: Callable[[dict], None], stop: threading.Event, status: bool) -> None:
     """Until stop: follow the ports given by pattern (``watcher``, a hotplug.PortWatcher: it
     reconnects them when they come back), keep the status line fresh, log drops of the input
     ``port``.  Raises MidiServerLostError (exit code 3) when the JACK server stops:
