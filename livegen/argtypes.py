@@ -63,3 +63,12 @@ def end_call_controller(text: str) -> int:
     if value == mb.CC_SUSTAIN:
         raise argparse.ArgumentTypeError("64 is the sustain pedal, which holds phrases open; pick another controller")
     return value
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) -> (host, port), port 1..65535."""
+    host, sep, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT with a port in 1..65535 (e.g. 127.0.0.1:9001)")
+    return host, int(port)

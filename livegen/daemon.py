@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
 from livegen import midi_bytes as mb
-from livegen.argtypes import end_call_controller, number_in_range, pitch_range
+from livegen.argtypes import end_call_controller, host_port, number_in_range, pitch_range
 from livegen import presets
 from livegen.engine.control import LEARNABLE, ControlMap
 from livegen.engine.log import EventLog
@@ -33,6 +33,7 @@ from livegen.io.sinks import MessageSink, MultiSink, RecordingSink, Sink
 from livegen.model.params import SamplingParams
 from livegen.notes import Note, Track, read_midi, write_midi
 from livegen.presets import PLACEMENTS, QUANTIZE, Preset
+from livegen.remote import open_remote
 
 DEMO_PHRASE = "demo_phrase.mid"
 
@@ -299,6 +300,17 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--learn", action="store_true",
                         help="MIDI learn: move each control when asked, the bindings are written to the preset file "
                              "(a path given to --preset, else the user preset folder)")
+    parser.add_argument("--osc-port", type=number_in_range(int, 0, 65535), metavar="PORT",
+                        help="listen for OSC control (/livegen/temperature f, /livegen/panic...) on this UDP port "
+                             "of 127.0.0.1 (0: any free port, logged as osc_listening)")
+    parser.add_argument("--osc-host", default="127.0.0.1", metavar="HOST",
+                        help="address --osc-port listens on (default 127.0.0.1; 0.0.0.0 opens it to the network, on purpose)")
+    parser.add_argument("--osc-send", type=host_port, metavar="HOST:PORT",
+                        help="send /livegen/state s, /livegen/note ssiii and /livegen/phrase i to this UDP address")
+    parser.add_argument("--view", action="store_true",
+                        help="live terminal view: piano roll, state, settings; keys for presets, panic, mute, temperature")
+    parser.add_argument("--view-tty", metavar="DEVICE",
+                        help="draw --view on this terminal device (e.g. another window's `tty`) instead of this one")
     parser.add_argument("--learn-timeout", type=number_in_range(float, 0.1, 600.0), default=10.0, metavar="SECONDS",
                         help="how long --learn waits for each control before keeping its old binding (default 10)")
 
@@ -346,12 +358,20 @@ def run_daemon(args: argparse.Namespace) -> int:
             sink = MultiSink(outputs + ([recorder] if recorder else []))
             session = Session(ports.input, predictor, sink, config, passthrough=passthrough,
                               recorder=recorder, log=log, switch=switch, voicing=load_voicing(predictor))
+            remote = open_remote(args, session, lambda name: session_config(apply_flags(presets.load(name), args)),
+                                 session.emit, say, {"input": ports.input.name, "output": ports.output.name}, stop)
             session.start()
             try:
+                if remote is not None:
+                    stack.callback(remote.stop)  # after shut_down: the last notes and states go out too
+                    remote.start()
                 log({"event": "ready", "t": time.monotonic()})
                 print(f"ready: listening on {ports.input.name}, playing to {ports.output.name}"
                       f"{' and the synth' if synth else ''}", flush=True)
-                watch(session, watcher, ports.input, log, stop, status)
+                if remote is not None:
+                    remote.start_view()
+                    status = status and remote.view is None
+                watch(session, watcher, ports.input, session.emit, stop, status)
             finally:
                 shut_down(session, outputs, log)
                 if recorder is not None:
@@ -447,7 +467,7 @@ def learn_controls(port, preset: Preset, timeout: float, say: Callable[[str], No
     return learned
 
 
-def watch(session: Session, watcher, port, log: EventLog, stop: threading.Event, status: bool) -> None:
+def watch(session: Session, watcher, port, log: Callable[[dict], None], stop: threading.Event, status: bool) -> None:
     """Until stop: follow the ports given by pattern (``watcher``, a hotplug.PortWatcher: it
     reconnects them when they come back), keep the status line fresh, log drops of the input
     ``port``.  Raises MidiServerLostError (exit code 3) when the JACK server stops:

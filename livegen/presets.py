@@ -427,3 +427,15 @@ def reference_table() -> str:
 
     walk(Preset, Preset(), "")
     return "\n".join(rows)
+
+
+def setting_range(section: str, key: str) -> tuple[float, float]:
+    """The allowed range of a numeric preset key (``setting_range("sampling", "temperature")``):
+    other ways of changing a setting (OSC, the live view) check values against the same bounds."""
+    section_type = _hints(Preset).get(section)
+    if section_type is None or not dataclasses.is_dataclass(section_type):
+        raise KeyError(f"no preset section {section!r}")
+    meta = next((f.metadata for f in fields(section_type) if f.name == key), None)
+    if meta is None or "range" not in meta:
+        raise KeyError(f"no numeric preset key [{section}] {key}")
+    return meta["range"]

@@ -199,3 +199,47 @@ def test_presets_are_data_toml_cannot_name_code(tmp_path):
     with pytest.raises(PresetError, match="no such model folder"):
         presets.load(str(path))
     assert not (tmp_path / "x").exists() and not Path("x").exists()
+
+
+# --- OSC: loopback UDP only, unless --osc-host says otherwise -------------------------------------
+
+
+def udp_endpoints(pid: int, inodes: set[int]) -> list[tuple[tuple[str, int], tuple[str, int]]]:
+    """(local, remote) (address, port) of the IPv4 UDP sockets with these inodes."""
+    import socket
+    import struct
+
+    def endpoint(text: str) -> tuple[str, int]:
+        address, port = text.split(":")
+        return socket.inet_ntoa(struct.pack("=I", int(address, 16))), int(port, 16)
+
+    rows = [line.split() for line in Path(f"/proc/{pid}/net/udp").read_text().splitlines()[1:]]
+    return [(endpoint(row[1]), endpoint(row[2])) for row in rows if int(row[9]) in inodes]
+
+
+@pytest.mark.skipif(not Path("/proc/self/net/udp").exists(), reason="needs Linux /proc")
+def test_the_daemon_with_osc_holds_only_loopback_udp_sockets(daemon):
+    import socket
+
+    from pythonosc.osc_message_builder import OscMessageBuilder
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(("127.0.0.1", 0))
+        d = daemon("--osc-port", "0", "--osc-send", f"127.0.0.1:{receiver.getsockname()[1]}")
+        assert wait(lambda: d.events("osc_listening"), timeout=5)
+        port = d.events("osc_listening")[0]["port"]
+        found = network_sockets(d.process.pid)
+        assert set(found) == {"udp"}, found  # no TCP, no IPv6, nothing unknown
+        endpoints = udp_endpoints(d.process.pid, found["udp"])
+        unconnected = ("0.0.0.0", 0)
+        listening = [local for local, remote in endpoints if remote == unconnected]
+        sending = [(local, remote) for local, remote in endpoints if remote != unconnected]
+        assert listening == [("127.0.0.1", port)], endpoints  # loopback only
+        assert [(local[0], remote) for local, remote in sending] == \
+            [("127.0.0.1", ("127.0.0.1", receiver.getsockname()[1]))], endpoints  # connected, on loopback
+        message = OscMessageBuilder("/livegen/temperature")
+        message.add_arg(0.5)
+        receiver.sendto(message.build().dgram, ("127.0.0.1", port))  # the socket seen is the one that works
+        assert wait(lambda: d.events("control"), timeout=5)
+        assert network_sockets(d.process.pid) == found
+        assert d.stop()[0] == 0

@@ -172,6 +172,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     lat.add_argument("--daemon-command", metavar="CMD",
                      help="daemon to measure instead of `livegen run` (a shell-quoted command; the harness "
                           "appends --midi-api jack --no-synth --log-json FILE --gap-ms ...)")
+    lat.add_argument("--view", action="store_true",
+                     help="run the daemon with its live view on (--view, drawn into a pseudo-terminal this "
+                          "bench reads): the view must cost the engine nothing, so the targets stay the same")
     lat.add_argument("--startup-runs", type=int, default=3, help="daemon launches timed by `startup` (default 3)")
     inf = parser.add_argument_group("inference and training")
     inf.add_argument("--steps", type=int, default=10_000, help="streamed steps timed (default 10000)")
@@ -227,11 +230,19 @@ def run_benchmarks(args: argparse.Namespace) -> dict:
     }
     results, skipped = report["results"], report["skipped"]
     if "latency" in wanted or "startup" in wanted:
+        import contextlib
         import tempfile
 
         try:
             with jack_server(args.jack_rate, args.jack_period) as server, \
-                    tempfile.TemporaryDirectory(prefix="livegen-bench-") as tmp:
+                    tempfile.TemporaryDirectory(prefix="livegen-bench-") as tmp, contextlib.ExitStack() as stack:
+                if getattr(args, "view", False):
+                    from livegen.bench.terminal import PseudoTerminal
+
+                    view = stack.enter_context(PseudoTerminal())
+                    daemon_command = [*daemon_command, "--view", "--view-tty", view.path]
+                    report["config"]["view"] = True
+                    stack.callback(lambda: report["config"].update(view_drawn_bytes=view.drawn))
                 report["config"]["jack"]["realtime"] = server.realtime
                 if "startup" in wanted:
                     _say(f"startup: {args.startup_runs} daemon launches")

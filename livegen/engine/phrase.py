@@ -145,6 +145,11 @@ class PhraseDetector:
             else:
                 self._switch_high.discard(event.channel)
 
+    def end_call(self, t: float) -> None:
+        """End the phrase at ``t``, as the end-call controller would (OSC, the live view)."""
+        if self._end_call_at is None:
+            self._end_call_at = t
+
     def next_deadline(self) -> float | None:
         """The earliest instant a trigger could fire if no further event arrives, or None."""
         candidates = [t for t, _ in self._candidates()]

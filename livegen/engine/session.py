@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ from livegen.model.params import SamplingParams
 MODES = ("call-response", "overlap", "mirror", "harmonize")
 HARMONIZE = "harmonize"
 POLL_INTERVAL = 0.05  # seconds: the longest the engine thread sleeps without checking for stop
+COMMAND_POLL_S = 0.005  # ... and for commands, once enable_commands() was called (a panic must be quick)
 
 
 class MessageSource(Protocol):
@@ -119,7 +121,12 @@ class Session:
         self.passthrough = list(passthrough)
         self.recorder = recorder
         self.clock = clock
-        self._log = log or (lambda record: None)
+        self._write_log = log or (lambda record: None)
+        self._log = self.emit  # every record also reaches the observers
+        self.observers: list[Callable[[dict], None]] = []  # see emit(): the OSC sender, the view
+        self._commands: queue.SimpleQueue[tuple[str, object, float]] = queue.SimpleQueue()
+        self._poll_s = POLL_INTERVAL
+        self._stage_sent: str | None = None
         self.assembler = NoteAssembler(config.input_channels)
         self.window = Window(config.window)
         self.phrase = PhraseDetector(
@@ -213,6 +220,41 @@ class Session:
         return "listening" if self.phrase.notes or self.phrase.held else "idle"
 
     @property
+    def stage(self) -> str:
+        """idle / listening / thinking / playing, for OSC and the view.  Thinking: every key is
+        released and the answer is being sampled or held for the gap's end."""
+        if self._playing is not None and self.scheduler.busy:
+            return "playing"
+        if self.worker.responding is not None or self._speculation is not None:
+            return "thinking"
+        return "listening" if self.phrase.notes or self.phrase.held else "idle"
+
+    # -- observers and commands (any thread) ------------------------------------------------
+
+    def emit(self, record: dict) -> None:
+        """Log ``record`` and show it to every observer.  Observers are called on the thread
+        that emits (engine, scheduler, worker), so they must only queue, never wait."""
+        self._write_log(record)
+        self._notify(record)
+
+    def _notify(self, record: dict) -> None:
+        for observer in self.observers:
+            try:
+                observer(record)
+            except Exception as exc:  # an observer must not stop the music
+                self._write_log({"event": "error", "t": self.clock(), "message": f"observer: {type(exc).__name__}: {exc}"})
+
+    def enable_commands(self) -> None:
+        """Called (before start) by whoever will call ``command``: the engine thread then looks
+        for commands every COMMAND_POLL_S instead of POLL_INTERVAL."""
+        self._poll_s = COMMAND_POLL_S
+
+    def command(self, name: str, value: object = True) -> None:
+        """Change a setting from another thread (OSC, the view) as a knob would: the engine
+        thread applies it through the same path as a CC (``_on_control``) and logs it."""
+        self._commands.put((name, value, self.clock()))
+
+    @property
     def state(self) -> str:
         """listening / thinking / playing, for the status line."""
         if self.worker.responding is not None:
@@ -226,7 +268,7 @@ class Session:
     def _run(self) -> None:
         while not self._stop.is_set():
             deadline = self.phrase.next_deadline()
-            timeout = POLL_INTERVAL if deadline is None else min(POLL_INTERVAL, max(0.0, deadline - self.clock()))
+            timeout = self._poll_s if deadline is None else min(self._poll_s, max(0.0, deadline - self.clock()))
             try:
                 item = self.source.get(timeout=timeout)
                 while item is not None:
@@ -237,8 +279,10 @@ class Session:
                     for event in self.assembler.feed(message, t):
                         self._handle(event, t)
                     item = self.source.get(timeout=0)
+                self._run_commands()
                 self._after_events(self.clock())
                 self._send_state()
+                self._notify_stage()
             except Exception as exc:  # never let one bad message end the session
                 self._log({"event": "error", "t": self.clock(), "message": f"engine: {type(exc).__name__}: {exc}"})
 
@@ -259,6 +303,9 @@ class Session:
         self.phrase.on_event(event)
         if isinstance(event, NoteStarted):
             self._on_key(event)
+            if self.observers:
+                self._notify({"event": "note_on", "who": "player", "channel": event.channel, "pitch": event.pitch,
+                              "velocity": event.velocity, "t": event.t})
             if self.config.mode == HARMONIZE:  # before the passthrough: the voices are the hurry
                 self.harmonizer.note_on(event.pitch, event.velocity, event.channel, event.t,
                                         self.config.harmonize_settings(), self.muted)
@@ -266,6 +313,9 @@ class Session:
                 self._guarded("passthrough", sink.note_on, self.config.human_channel, event.pitch, event.velocity)
         elif isinstance(event, NoteCompleted):
             self.harmonizer.note_off(event.channel, event.note.pitch, event.t, event.note.duration)
+            if self.observers:
+                self._notify({"event": "note_off", "who": "player", "channel": event.channel,
+                              "pitch": event.note.pitch, "t": event.t})
             for sink in self.passthrough:
                 self._guarded("passthrough", sink.note_off, self.config.human_channel, event.note.pitch)
             if self.recorder is not None:
@@ -376,11 +426,26 @@ class Session:
         if abs(gap - self.phrase.gap_s) > 0.01 * self.phrase.gap_s:
             self.phrase.gap_s = gap
 
+    def _run_commands(self) -> None:
+        while True:
+            try:
+                name, value, t = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            self._on_control(name, value, t)
+
+    def _notify_stage(self) -> None:
+        if self.observers:
+            stage = self.stage
+            if stage != self._stage_sent:
+                self._stage_sent = stage
+                self._notify({"event": "state", "state": stage, "t": self.clock()})
+
     def _on_control(self, name: str, value: object, t: float) -> None:
-        self._log({"event": "control", "name": name, "value": value, "t": t})
+        self._log({"event": "control", "name": name, "value": getattr(value, "name", value), "t": t})
         config = self.config
-        if name == "temperature":
-            self.config = dataclasses.replace(config, sampling=dataclasses.replace(config.sampling, temperature=value))
+        if name in ("temperature", "top_p"):
+            self.config = dataclasses.replace(config, sampling=dataclasses.replace(config.sampling, **{name: value}))
         elif name == "length":
             self.config = dataclasses.replace(config, length=value)
         elif name == "gap":
@@ -395,6 +460,10 @@ class Session:
             if value and not self.muted:
                 self.panic(t)
             self.muted = bool(value)
+        elif name == "end_call":  # from OSC or the view; a controller's goes to the phrase detector itself
+            self.phrase.end_call(t)
+        elif name == "preset":  # a SessionConfig, loaded by whoever sent it (not on this thread)
+            self.apply(value)
         self._drop_speculation()  # the next answer is sampled with the new settings
 
     def panic(self, t: float | None = None) -> None:

@@ -1,0 +1,3 @@
+from livegen.view.app import main
+
+raise SystemExit(main())
