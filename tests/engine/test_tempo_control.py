@@ -46,7 +46,8 @@ def test_control_map_ranges():
     assert cm.interpret(0, 21, 127) == ("temperature", 2.0)
     assert cm.interpret(0, 22, 127) == ("length", 64)
     assert cm.interpret(0, 23, 0) == ("gap", 0.1)
-    assert cm.interpret(0, 24, 127) == ("mode", "mirror")
+    assert cm.interpret(0, 24, 80) == ("mode", "mirror")
+    assert cm.interpret(0, 24, 127) == ("mode", "harmonize")  # the knob's travel in quarters
     assert cm.interpret(0, 25, 0) is None and cm.interpret(0, 25, 127) == ("panic", True)
     assert cm.interpret(0, 26, 0) == ("mute", False)
     assert ControlMap(channel=3, temperature=21).interpret(0, 21, 5) is None
