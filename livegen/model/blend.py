@@ -28,10 +28,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from livegen.model.memory import Prediction, SessionMemory
+from livegen.model.memory import Prediction, SessionMemory, interval_pitches
 from livegen.model.params import SamplingParams
 from livegen.model.sampling import pitch_mask, sample_logits
-from livegen.model.stream import NoteStream
+from livegen.model.stream import NoteStream, make_generator
 from livegen.model.tokens import Tokenizer
 
 PITCH_FLOOR = 1e-4  # share of the session model's pitch mass spread over every pitch (never 0)
@@ -71,19 +71,7 @@ class SessionDistributions:
         probs = self.prediction.probs
         columns = self.bins == step_bin
         intervals = probs[:, columns].sum(axis=1) if columns.any() else probs.sum(axis=1)
-        out = np.zeros(128)
-        last = self.prediction.last_pitch
-        if last is not None and intervals.sum() > 0:
-            low = last - self._interval_limit
-            first, stop = max(low, 0), min(last + self._interval_limit + 1, 128)
-            out[first:stop] = intervals[first - low : stop - low]
-        total = out.sum()
-        if total > 0:
-            out *= (1.0 - PITCH_FLOOR) / total
-            out += PITCH_FLOOR / 128.0
-        else:
-            out[:] = 1.0 / 128.0
-        return out
+        return interval_pitches(intervals, self.prediction.last_pitch, self._interval_limit, PITCH_FLOOR)
 
 
 class MemoryStream:
@@ -108,7 +96,7 @@ class MemoryStream:
     def warm_up(self) -> None:
         self.stream.warm_up()
         probe = self.fork()
-        probe.stream.generator = torch.Generator().manual_seed(0)
+        probe.stream.generator = make_generator(0, self.stream.device)
         probe.feed(np.array([[60.0, 0.0, 0.5, 80.0]]))
         probe.sample(SamplingParams(memory=0.5))
 
@@ -143,7 +131,7 @@ class MemoryStream:
     def step_probs(self, params: SamplingParams, session: SessionDistributions | None = None) -> np.ndarray:
         """The blended P(step bin) (for tests and evaluation)."""
         session = session or self.session()
-        lstm = torch.softmax(self.stream.next.step_logits().float(), -1)[0].numpy()
+        lstm = _probs(self.stream.next.step_logits())
         w = self.weight(params, session)
         return (1.0 - w) * lstm + w * session.step
 
@@ -153,10 +141,10 @@ class MemoryStream:
         session = session or self.session()
         next_note = self.stream.next
         w = self.weight(params, session)
-        lstm_step = torch.softmax(next_note.step_logits().float(), -1)[0].numpy()
+        lstm_step = _probs(next_note.step_logits())
         mixed_step = (1.0 - w) * lstm_step[step_bin] + w * session.step[step_bin]
         w_s = w * session.step[step_bin] / mixed_step if mixed_step > 0 else w
-        lstm = torch.softmax(next_note.pitch_logits(torch.tensor([step_bin])).float(), -1)[0].numpy()
+        lstm = _probs(next_note.pitch_logits(torch.tensor([step_bin], device=self.stream.device)))
         return (1.0 - w_s) * lstm + w_s * session.pitch(step_bin)
 
     # -- sampling -------------------------------------------------------------------------------
@@ -177,13 +165,14 @@ class MemoryStream:
         session = self.session()
         w = self.weight(params, session)
         t, p = params.temperature, params.top_p
-        lstm_step = torch.softmax(next_note.step_logits().float(), -1)[0].numpy()
+        lstm_step = _probs(next_note.step_logits())
         step_mix = (1.0 - w) * lstm_step + w * session.step
         with np.errstate(divide="ignore"):
-            step = int(sample_logits(torch.from_numpy(np.log(step_mix))[None], t, p, generator))
+            step = int(sample_logits(torch.from_numpy(np.log(step_mix))[None].to(self.stream.device), t, p, generator))
         w_s = w * session.step[step] / step_mix[step] if step_mix[step] > 0 else w
-        step_tensor = torch.tensor([step])
-        lstm_pitch = torch.softmax(next_note.pitch_logits(step_tensor).float(), -1)[0].numpy()
+        device = self.stream.device
+        step_tensor = torch.tensor([step], device=device)
+        lstm_pitch = _probs(next_note.pitch_logits(step_tensor))
         pitch_mix = (1.0 - w_s) * lstm_pitch + w_s * session.pitch(step)
         mask = self._mask(params)
         if chord and step == 0:
@@ -193,8 +182,8 @@ class MemoryStream:
                 mask = chord_mask
         with np.errstate(divide="ignore"):
             logits = np.log(pitch_mix) + mask
-        pitch = int(sample_logits(torch.from_numpy(logits)[None], t, p, generator))
-        pitch_tensor = torch.tensor([pitch])
+        pitch = int(sample_logits(torch.from_numpy(logits)[None].to(device), t, p, generator))
+        pitch_tensor = torch.tensor([pitch], device=device)
         duration = sample_logits(next_note.duration_logits(pitch_tensor), t, p, generator)
         velocity = sample_logits(next_note.velocity_logits(duration), t, p, generator)
         return np.array([[pitch, step, int(duration), int(velocity)]], dtype=np.int64)
@@ -205,3 +194,8 @@ class MemoryStream:
         if mask is None:
             mask = self._masks[key] = pitch_mask(*key).numpy().astype(np.float64)
         return mask
+
+
+def _probs(logits: torch.Tensor) -> np.ndarray:
+    """softmax of one row of logits (1, C) as float64 numpy, wherever the model runs."""
+    return torch.softmax(logits.double(), -1)[0].cpu().numpy()
