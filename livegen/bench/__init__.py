@@ -33,7 +33,7 @@ from pathlib import Path
 
 from livegen import __version__
 
-BENCHMARKS = ("latency", "inference", "train", "startup")
+BENCHMARKS = ("latency", "inference", "train", "startup", "memory")
 SCHEMA = 1
 REPORT_KEYS = ("schema", "livegen_bench", "command", "started", "elapsed_s", "machine", "versions", "git", "config",
                "results", "targets", "skipped")
@@ -48,6 +48,7 @@ TARGETS = (
     ("inference speedup vs seed way", ("inference", "devices", "cpu", "speedup_vs_seed_way"), 10.0, "min", "x"),
     ("training throughput vs seed recipe", ("train", "ratio"), 10.0, "min", "x"),
     ("startup to ready", ("startup", "ready_s", "median"), 3.0, "max", "s"),
+    ("feed + sample with session memory median (CPU)", ("memory", "with_memory", "feed_sample_ms", "median"), 0.3, "max", "ms"),
 )
 
 
@@ -230,6 +231,11 @@ def run_benchmarks(args: argparse.Namespace) -> dict:
 
         _say(f"train: {args.train_seconds:g} s per recipe")
         results["train"] = bench_train(args.model, args.train_seconds, args.train_files)
+    if "memory" in wanted:  # livegen.bench.memory: the session memory's cost per note
+        from livegen.bench.memory import bench_memory
+
+        _say(f"memory: {args.steps // 2} notes fed and sampled with and without the session memory")
+        results["memory"] = bench_memory(args.model, max(args.steps // 2, 100))
     report["targets"] = check_targets(results)
     report["elapsed_s"] = round(time.monotonic() - started, 1)
     return report
@@ -286,6 +292,11 @@ def format_table(report: dict) -> str:
         s = r["startup"]
         lines.append(f"startup: ready in {_f(s['ready_s']['median'])} s (median of {s['runs']}); "
                      f"peak RSS {s.get('peak_rss_mb', s.get('peak_rss_mb_idle'))} MB")
+    if "memory" in r:
+        m = r["memory"]
+        lines.append(f"memory (weight {m['weight']}, {m['memory_notes']} notes): feed + sample median "
+                     f"{_f(m['with_memory']['feed_sample_ms']['median'], 3)} ms, without "
+                     f"{_f(m['without_memory']['feed_sample_ms']['median'], 3)} ms -> cost {_f(m['cost_ms'], 3)} ms")
     for name, reason in report["skipped"].items():
         lines.append(f"{name}: skipped ({reason})")
     if report["targets"]:
