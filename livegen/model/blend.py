@@ -35,8 +35,8 @@ from livegen.model.stream import NoteStream, make_generator
 from livegen.model.tokens import Tokenizer
 
 PITCH_FLOOR = 1e-4  # share of the session model's pitch mass spread over every pitch (never 0)
-CONFIDENCE_NEUTRAL = 0.5  # the memory confidence at which the weight is the knob's value
-CONFIDENCE_GAIN = 4.0  # how far confidence moves the weight, in logits per unit of confidence
+CONFIDENCE_NEUTRAL = 0.35  # the memory confidence at which the weight is the knob's value (measured, see README)
+CONFIDENCE_GAIN = 12.0  # how far confidence moves the weight, in logits per unit of confidence (measured)
 
 
 def blend_weight(knob: float, confidence: float, adaptive: bool = True) -> float:

@@ -3,7 +3,8 @@
 Pachet's Continuator answers with the player's own material; the LSTM forgets a motif ten
 phrases later.  The memory counts every note the *player* plays (never livegen's answers) as a
 symbol (pitch interval from the note before, relative rhythm) and predicts the next symbol from
-the longest context of earlier symbols it has seen, blending the orders as interpolated PPM does
+the longest context of earlier intervals it has seen (rhythm is predicted, not matched, so a
+motif played with rubato still matches; ``context_rhythm`` matches both), blending the orders as interpolated PPM does
 (Witten-Bell escapes, down to a uniform floor).  Keyed on intervals and on steps in units of the
 running tempo, so a motif played a fifth higher or twice as fast still matches.
 
@@ -46,12 +47,17 @@ class MemoryFileError(LivegenError, ValueError):
 
 @dataclass(frozen=True)
 class MemoryConfig:
-    order: int = 4  # longest context, in notes (symbols) before the predicted one
+    order: int = 6  # longest context, in notes (intervals) before the predicted one
     capacity: int = 4096  # notes remembered; older ones are forgotten
     interval_limit: int = 36  # larger intervals are counted as +-this
     rhythm_per_octave: int = 3  # rhythm classes per doubling of the step (~26 % wide)
     rhythm_octaves: int = 4  # steps from unit/2^octaves to unit*2^octaves have their own class
     chord_seconds: float = 0.01  # shorter steps are chord notes (rhythm class 0)
+    context_rhythm: bool = False  # contexts are intervals only (False) or intervals and rhythm classes
+
+    def key(self, symbol: int) -> int:
+        """What a symbol contributes to a context: its interval, or the whole symbol."""
+        return symbol if self.context_rhythm or symbol == BREAK else symbol // self.rhythms
 
     def __post_init__(self) -> None:
         for name in ("order", "capacity", "interval_limit", "rhythm_per_octave", "rhythm_octaves"):
@@ -60,6 +66,8 @@ class MemoryConfig:
                 raise ValueError(f"memory {name} must be a positive integer, got {value!r}")
         if not self.chord_seconds > 0:
             raise ValueError(f"memory chord_seconds must be > 0, got {self.chord_seconds!r}")
+        if not isinstance(self.context_rhythm, bool):
+            raise ValueError(f"memory context_rhythm must be true or false, got {self.context_rhythm!r}")
 
     @property
     def intervals(self) -> int:
@@ -170,7 +178,7 @@ class SessionMemory:
             symbol = self.symbol(cursor, row)
             if symbol is not None:
                 out.append(symbol)
-                cursor.context = (cursor.context + [symbol])[-self.config.order:]
+                cursor.context = (cursor.context + [self.config.key(symbol)])[-self.config.order:]
             cursor.last_pitch = min(max(int(round(float(row[PITCH]))), 0), 127)
             cursor.tempo.push(float(row[STEP]))
         return out
@@ -205,7 +213,7 @@ class SessionMemory:
                 self._unigram[nxt] += delta
                 continue
             table = self._tables[k]
-            context = tuple(gram[:-1])
+            context = tuple(map(self.config.key, gram[:-1]))
             entry = table.get(context)
             if entry is None:
                 entry = table[context] = [0, {}]

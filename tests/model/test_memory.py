@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from livegen.model.blend import MemoryStream, blend_weight
+from livegen.model.blend import CONFIDENCE_NEUTRAL, MemoryStream, blend_weight
 from livegen.model.lstm import NoteLSTM, NoteLSTMConfig
 from livegen.model.memory import MemoryConfig, MemoryFileError, SessionMemory
 from livegen.model.params import SamplingParams
@@ -191,7 +191,7 @@ def test_blend_in_between_is_a_mixture():
 
 def test_blend_weight_keeps_the_ends_and_rises_with_confidence():
     assert blend_weight(0.0, 1.0) == 0.0 and blend_weight(1.0, 0.0) == 1.0
-    assert blend_weight(0.5, 0.5) == pytest.approx(0.5)
+    assert blend_weight(0.5, CONFIDENCE_NEUTRAL) == pytest.approx(0.5)
     assert blend_weight(0.5, 0.0) < blend_weight(0.5, 0.5) < blend_weight(0.5, 1.0)
     assert blend_weight(0.3, 0.9, adaptive=False) == 0.3
 
