@@ -8,6 +8,7 @@ cleared by ``--memory-reset`` and by the preset's reset CC; a bad file is refuse
 
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -47,8 +48,10 @@ def reuse(answers: list[list[int]], pitches=MOTIF) -> float:
 def start(jack_server, model, tmp_path, name, *flags) -> Daemon:
     folder = tmp_path / name
     folder.mkdir()
-    return Daemon(jack_server, MidiProbe(f"probe-{name}"), model, folder, "--length", str(LENGTH),
-                  "--gap-ms", "250", "--temperature", "1.0", *flags)
+    d = Daemon(jack_server, MidiProbe(f"probe-{name}"), model, folder, "--length", str(LENGTH),
+               "--gap-ms", "250", "--temperature", "1.0", *flags)
+    time.sleep(0.5)  # a loaded machine takes a while to settle a fresh client's connections
+    return d
 
 
 def test_answers_reuse_a_repeated_motif_with_memory_and_not_without(jack_server, quick_model, tmp_path):
