@@ -6,6 +6,7 @@ holds exactly the notes the player played (never an answer), grows across sessio
 cleared by ``--memory-reset`` and by the preset's reset CC; a bad file is refused in one line.
 """
 
+import json
 import subprocess
 import sys
 import time
@@ -27,14 +28,27 @@ def play_phrases(d: Daemon, phrases: int, pitches=MOTIF) -> list[list[int]]:
     as livegen sent them to its JACK port (its log: an overloaded dummy JACK may drop a cycle)."""
     answers = []
     for i in range(phrases):
-        done = len(d.events("note_on"))
+        done, responded = len(events(d, "note_on")), len(events(d, "respond"))
         d.probe.play(pitches, hold=0.09, rest=0.03)  # steps of 0.12 s, the quick model's own
-        assert wait(lambda: len(d.events("respond")) == i + 1, timeout=15), (i, d.events("trigger"), d.events("error"))
-        assert wait(lambda: len(d.events("note_on")) - done == LENGTH, timeout=20), (i, d.events("error"))
-        answers.append([e["pitch"] for e in d.events("note_on")[done:]])
+        assert wait(lambda: len(events(d, "respond")) == responded + 1, timeout=15), (i, events(d, "trigger"))
+        assert wait(lambda: len(events(d, "note_on")) - done == LENGTH, timeout=20), (i, events(d, "error"))
+        answers.append([e["pitch"] for e in events(d, "note_on")[done:]])
         wait(lambda: not unmatched(d.probe.messages), timeout=3)  # (closing notes is test_stuck_notes.py's job)
     assert note_ons(d.probe.messages)  # the answers came out of the port
     return answers
+
+
+def events(d: Daemon, kind: str) -> list[dict]:
+    """The daemon's log so far, without a last line it is still writing."""
+    out = []
+    for line in d.log_path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            break
+        if record["event"] == kind:
+            out.append(record)
+    return out
 
 
 def reuse(answers: list[list[int]], pitches=MOTIF) -> float:
