@@ -82,6 +82,13 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--synth", action=argparse.BooleanOptionalAction, default=None, help="play through the built-in FluidSynth synth (default on)")
     parser.add_argument("--soundfont", help="SoundFont for the synth (default: $LIVEGEN_SOUNDFONT, then system GM fonts)")
     parser.add_argument("--audio-driver", default="auto", help="FluidSynth audio driver: auto, jack, pipewire, pulseaudio, alsa, coreaudio...")
+    parser.add_argument("--memory", type=number_in_range(float, 0.0, 1.0), metavar="W",
+                        help="blend the model with what you played this session: 0 = the model alone (default), "
+                             "1 = the session alone")
+    parser.add_argument("--memory-file", metavar="FILE",
+                        help="load the session memory from FILE (if it exists) and save it there on exit")
+    parser.add_argument("--memory-reset", action="store_true",
+                        help="start with an empty session memory (FILE is overwritten on exit)")
     parser.add_argument("--log-json", metavar="FILE", help="write JSON-lines events (ready, trigger, respond, control, note_on, note_off, error)")
 
 
@@ -93,7 +100,7 @@ _OVERRIDES = {  # flag attribute -> (preset section or None, key)
     "max_listen": ("listen", "max_listen"), "adaptive_gap": ("listen", "adaptive_gap"),
     "channel": ("output", "channel"), "program": ("output", "program"), "synth": ("output", "synth"),
     "passthrough": ("output", "passthrough"), "synth_passthrough": ("output", "synth_passthrough"),
-    "end_call_cc": ("controls", "end_call"),
+    "end_call_cc": ("controls", "end_call"), "memory": (None, "memory"),
 }
 
 
@@ -122,7 +129,8 @@ def control_map(preset: Preset) -> ControlMap:
         channel=c.channel - 1 if c.channel else None,
         temperature=preset.cc("temperature"), length=preset.cc("length"), gap=preset.cc("gap"),
         mode=preset.cc("mode"), panic=preset.cc("panic"), end_call=preset.cc("end_call"), mute=preset.cc("mute"),
-        state_out=preset.cc("state_out"),
+        state_out=preset.cc("state_out"), memory=preset.cc("memory"), memory_reset=preset.cc("memory_reset"),
+        memory_range=(c.memory_min, c.memory_max),
         temperature_range=(c.temperature_min, c.temperature_max), length_range=(c.length_min, c.length_max),
         gap_range_s=(c.gap_min_ms / 1000.0, c.gap_max_ms / 1000.0),
     )
@@ -134,7 +142,7 @@ def session_config(preset: Preset, passthrough_channel: int = 1) -> SessionConfi
         gap_s=li.gap_ms / 1000.0,
         length=r.length,
         max_seconds=r.max_seconds,
-        sampling=SamplingParams(s.temperature, s.top_p, s.pitch_low, s.pitch_high),
+        sampling=SamplingParams(s.temperature, s.top_p, s.pitch_low, s.pitch_high, memory=preset.memory),
         mode=preset.mode,
         channel=o.channel - 1,
         program=o.program,
@@ -152,6 +160,7 @@ def session_config(preset: Preset, passthrough_channel: int = 1) -> SessionConfi
         name=preset.name,
         voices=preset.voices,
         harmonize=preset.harmonize,
+        memory_reset=preset.memory_reset,
     )
 
 
@@ -169,11 +178,12 @@ def load_predictor(args: argparse.Namespace, preset: Preset):
         from livegen.model.mirror import MirrorPredictor
 
         return MirrorPredictor(seed=args.seed)
+    from livegen.model.blend import MemoryStream
     from livegen.model.checkpoint import load_model
     from livegen.model.stream import NoteStream
 
     model = load_model(preset.model or None, device=args.device)
-    predictor = NoteStream(model, seed=args.seed)
+    predictor = MemoryStream(NoteStream(model, seed=args.seed), open_memory(args, preset))
     predictor.warm_up()
     return predictor
 
@@ -187,6 +197,30 @@ def load_voicing(predictor):
     from livegen.model.voicing import chord_order_of, sample_pitch_at
 
     return ModelVoicing(chord_order=chord_order_of(predictor.model), sample=sample_pitch_at)
+
+
+def open_memory(args: argparse.Namespace, preset: Preset):
+    """The session memory: from --memory-file when it exists, empty with --memory-reset or a
+    preset with ``memory_reset``; a bad file raises MemoryFileError (one line, exit 2)."""
+    from livegen.model.memory import SessionMemory
+
+    path = getattr(args, "memory_file", None)
+    if path and Path(path).expanduser().exists() and not (getattr(args, "memory_reset", False) or preset.memory_reset):
+        return SessionMemory.load(path)
+    return SessionMemory()
+
+
+def save_memory(args: argparse.Namespace, predictor, say: Callable[[str], None]) -> bool:
+    """Write the session memory to --memory-file (atomically); False, said in one line, if it fails."""
+    memory = getattr(predictor, "memory", None)
+    if not getattr(args, "memory_file", None) or memory is None:
+        return True
+    try:
+        say(f"wrote the session memory ({len(memory)} notes) to {memory.save(args.memory_file)}")
+        return True
+    except LivegenError as exc:
+        say(f"livegen: error: {exc}")
+        return False
 
 
 def open_synth(args: argparse.Namespace, client_name: str, log: EventLog, say: Callable[[str], None]):
@@ -245,7 +279,8 @@ def run_demo(args: argparse.Namespace) -> int:
             stack.callback(synth.close)
         source = QueueSource()
         session = Session(source, predictor, MultiSink(sinks), config, passthrough=[synth] if synth else [],
-                          recorder=recorder, log=log, voicing=load_voicing(predictor))
+                          recorder=recorder, log=log, voicing=load_voicing(predictor),
+                          memory=getattr(predictor, "memory", None))
         session.start()
         log({"event": "ready", "t": time.monotonic()})
         say(f"ready: playing the demo phrase ({len(phrase)} notes), then livegen answers")
@@ -256,6 +291,8 @@ def run_demo(args: argparse.Namespace) -> int:
             session.stop()
             recorder.close()
         tracks = recorder.tracks()
+        if not save_memory(args, predictor, say):
+            return 2
     answered = sum(len(t.notes) for t in tracks if t.name == "livegen")
     midi_path = out_dir / "demo.mid"
     write_midi(midi_path, tracks)
@@ -357,7 +394,8 @@ def run_daemon(args: argparse.Namespace) -> int:
             recorder = RecordingSink() if args.record else None
             sink = MultiSink(outputs + ([recorder] if recorder else []))
             session = Session(ports.input, predictor, sink, config, passthrough=passthrough,
-                              recorder=recorder, log=log, switch=switch, voicing=load_voicing(predictor))
+                              recorder=recorder, log=log, switch=switch, voicing=load_voicing(predictor),
+                              memory=getattr(predictor, "memory", None))
             remote = open_remote(args, session, lambda name: session_config(apply_flags(presets.load(name), args)),
                                  session.emit, say, {"input": ports.input.name, "output": ports.output.name}, stop)
             session.start()
@@ -378,10 +416,11 @@ def run_daemon(args: argparse.Namespace) -> int:
                     recorder.close()
                     write_midi(args.record, recorder.tracks())
                     say(f"wrote {args.record}")
+                saved = save_memory(args, predictor, say)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    exit_now(0)
+    exit_now(0 if saved else 2)
 
 
 SILENCE_AGAIN_AFTER_S = 0.05

@@ -95,6 +95,8 @@ class Controls:
     panic: int = field(default=-1, metadata=CC)
     end_call: int = field(default=-1, metadata=CC)
     mute: int = field(default=-1, metadata=CC)
+    memory: int = field(default=-1, metadata=CC)
+    memory_reset: int = field(default=-1, metadata=CC)
     state_out: int = field(default=-1, metadata=_range(-1, 119, "CC sent on the answer channel: 0 idle, 64 listening, 127 playing (-1 = off; not 64, the pedal, nor 120..127, channel mode)"))
     temperature_min: float = field(default=0.1, metadata=_range(0.0, 10.0, "temperature at knob value 0"))
     temperature_max: float = field(default=2.0, metadata=_range(0.0, 10.0, "temperature at knob value 127"))
@@ -102,6 +104,8 @@ class Controls:
     length_max: int = field(default=64, metadata=_range(1, 4096, "answer notes at knob value 127"))
     gap_min_ms: float = field(default=100.0, metadata=_range(20.0, 10_000.0, "gap at knob value 0"))
     gap_max_ms: float = field(default=2000.0, metadata=_range(20.0, 10_000.0, "gap at knob value 127"))
+    memory_min: float = field(default=0.0, metadata=_range(0.0, 1.0, "memory weight at knob value 0"))
+    memory_max: float = field(default=1.0, metadata=_range(0.0, 1.0, "memory weight at knob value 127"))
     switch: list[str] = field(default_factory=list, metadata=_doc("presets that program change 0, 1, 2... switch to"))
 
 
@@ -113,6 +117,8 @@ class Preset:
     mode: str = field(default="call-response", metadata=_choice(MODES, "call-response, overlap, mirror or harmonize"))
     voices: int = field(default=3, metadata=_range(1, 8, "harmonize mode: voices added to each note played"))
     harmonize: str = field(default="below", metadata=_choice(PLACEMENTS, "harmonize mode: the voices go below, above or around the melody"))
+    memory: float = field(default=0.0, metadata=_range(0.0, 1.0, "weight of the session memory: 0 = the model alone, 1 = only what you played this session"))
+    memory_reset: bool = field(default=False, metadata=_doc("choosing this preset clears the session memory"))
     sampling: Sampling = field(default_factory=Sampling)
     response: Response = field(default_factory=Response)
     listen: Listen = field(default_factory=Listen)
@@ -209,6 +215,7 @@ def _build(cls: type, data: dict, path: object, prefix: str = "", base: object |
 
 
 SUSTAIN_CC = 64
+CONTROL_NAMES = ("temperature", "length", "gap", "mode", "panic", "end_call", "mute", "memory", "memory_reset")
 
 
 def _check_consistency(preset: Preset, path: object) -> None:
@@ -221,13 +228,14 @@ def _check_consistency(preset: Preset, path: object) -> None:
         raise _fail(path, "controls.state_out", c.state_out, "64 is the sustain pedal (it would hold every note); allowed -1..119 except 64")
     if s.pitch_low > s.pitch_high:
         raise _fail(path, "sampling.pitch_low", s.pitch_low, f"must be <= sampling.pitch_high ({s.pitch_high})")
-    for low, high in (("temperature_min", "temperature_max"), ("length_min", "length_max"), ("gap_min_ms", "gap_max_ms")):
+    for low, high in (("temperature_min", "temperature_max"), ("length_min", "length_max"), ("gap_min_ms", "gap_max_ms"),
+                      ("memory_min", "memory_max")):
         if getattr(c, low) > getattr(c, high):
             raise _fail(path, f"controls.{low}", getattr(c, low), f"must be <= controls.{high} ({getattr(c, high)})")
-    for name in ("temperature", "length", "gap", "mode", "panic", "end_call", "mute"):
+    for name in CONTROL_NAMES:
         if getattr(c, name) == 64:
             raise _fail(path, f"controls.{name}", 64, "64 is the sustain pedal; allowed -1..127 except 64")
-    used = [(getattr(c, n), n) for n in ("temperature", "length", "gap", "mode", "panic", "end_call", "mute") if getattr(c, n) >= 0]
+    used = [(getattr(c, n), n) for n in CONTROL_NAMES if getattr(c, n) >= 0]
     seen: dict[int, str] = {}
     for number, name in used:
         if number in seen:

@@ -39,7 +39,7 @@ from pathlib import Path
 from livegen import __version__
 from livegen.bench.harmonize import TARGETS as HARMONIZE_TARGETS
 
-BENCHMARKS = ("latency", "inference", "train", "startup", "harmonize")
+BENCHMARKS = ("latency", "inference", "train", "startup", "harmonize", "memory")
 SCHEMA = 1
 REPORT_KEYS = ("schema", "livegen_bench", "command", "started", "elapsed_s", "machine", "versions", "git", "config",
                "results", "targets", "skipped")
@@ -58,6 +58,7 @@ TARGETS = (
     ("training throughput vs seed recipe", ("train", "ratio"), 10.0, "min", "x"),
     ("startup to ready", ("startup", "ready_s", "median"), 3.0, "max", "s"),
     *HARMONIZE_TARGETS,
+    ("feed + sample with session memory median (CPU)", ("memory", "with_memory", "feed_sample_ms", "median"), 0.3, "max", "ms"),
 )
 
 
@@ -281,6 +282,11 @@ def run_benchmarks(args: argparse.Namespace) -> dict:
 
         _say(f"train: {args.train_seconds:g} s per recipe")
         results["train"] = bench_train(args.model, args.train_seconds, args.train_files)
+    if "memory" in wanted:  # livegen.bench.memory: the session memory's cost per note
+        from livegen.bench.memory import bench_memory
+
+        _say(f"memory: {args.steps // 2} notes fed and sampled with and without the session memory")
+        results["memory"] = bench_memory(args.model, max(args.steps // 2, 100))
     report["targets"] = check_targets(results)
     report["elapsed_s"] = round(time.monotonic() - started, 1)
     return report
@@ -346,6 +352,11 @@ def format_table(report: dict) -> str:
         from livegen.bench.harmonize import format_lines
 
         lines += format_lines(r["harmonize"])
+    if "memory" in r:
+        m = r["memory"]
+        lines.append(f"memory (weight {m['weight']}, {m['memory_notes']} notes): feed + sample median "
+                     f"{_f(m['with_memory']['feed_sample_ms']['median'], 3)} ms, without "
+                     f"{_f(m['without_memory']['feed_sample_ms']['median'], 3)} ms -> cost {_f(m['cost_ms'], 3)} ms")
     for name, reason in report["skipped"].items():
         lines.append(f"{name}: skipped ({reason})")
     if report["targets"]:

@@ -3,7 +3,7 @@
 The engine thread hands every ``ControlChanged`` to ``ControlMap.interpret``; what comes back is
 a ``(name, value)`` the session applies: temperature, length and gap take effect on the next
 answer, mode too (the mode knob's travel is cut in four: call-response, overlap, mirror,
-harmonize); panic and mute act at once.  End-call is the phrase detector's (it needs the
+harmonize), and the session memory's weight; panic, mute and memory reset act at once.  End-call is the phrase detector's (it needs the
 press, not the value) and is only listed here so presets and MIDI learn see one map.
 
 ``TimedScheduler`` sits between the worker and the scheduler: it moves each answer's notes by
@@ -36,10 +36,13 @@ class ControlMap:
     panic: int | None = None
     end_call: int | None = None
     mute: int | None = None
+    memory: int | None = None  # the session memory's weight (knob 0..127 -> memory_range)
+    memory_reset: int | None = None  # clears the session memory (value >= 64)
     state_out: int | None = None
     temperature_range: tuple[float, float] = (0.1, 2.0)
     length_range: tuple[int, int] = (1, 64)
     gap_range_s: tuple[float, float] = (0.1, 2.0)
+    memory_range: tuple[float, float] = (0.0, 1.0)
 
     def interpret(self, channel: int, control: int, value: int) -> tuple[str, object] | None:
         """The setting a controller message changes, mapped to its range; None if none."""
@@ -61,6 +64,11 @@ class ControlMap:
             return ("panic", True) if value >= 64 else None
         if control == self.mute:
             return "mute", value >= 64
+        if control == self.memory:
+            low, high = self.memory_range
+            return "memory", round(low + x * (high - low), 3)
+        if control == self.memory_reset:
+            return ("memory_reset", True) if value >= 64 else None
         return None
 
 

@@ -47,6 +47,7 @@ from livegen.engine.tempo import DIVISIONS, ClockFollower, Grid, phrase_beat
 from livegen.engine.window import Window
 from livegen.engine.worker import Predictor, ResponseRequest, ResponseWorker
 from livegen.io.sinks import RecordingSink, Sink
+from livegen.model.memory import SessionMemory
 from livegen.model.params import SamplingParams
 
 MODES = ("call-response", "overlap", "mirror", "harmonize")
@@ -87,6 +88,7 @@ class SessionConfig:
     name: str = "default"
     voices: int = 3  # harmonize mode: voices added to each melody note
     harmonize: str = "below"  # harmonize mode: below, above or around the melody
+    memory_reset: bool = False  # choosing this preset clears the session memory
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -114,6 +116,7 @@ class Session:
         clock: Clock = time.monotonic,
         switch: Sequence[SessionConfig] = (),
         voicing: ModelVoicing | None = None,
+        memory: SessionMemory | None = None,
     ) -> None:
         self.config = config = config or SessionConfig()
         self.source = source
@@ -142,6 +145,7 @@ class Session:
         self.worker = ResponseWorker(predictor, self.timing, log=self._log, clock=clock)
         self.harmonizer = Harmonizer(self.scheduler, self.worker, voicing, clock=clock, log=self._log)
         self.switch = list(switch)
+        self.memory = memory  # the predictor's session memory, cleared by a CC or a preset
         self._unswitched: set[int] = set()  # program numbers with no preset, already reported
         self.tempo = ClockFollower()
         self._model_beat: float | None = None  # the clock beat the model's running tempo snaps to
@@ -372,7 +376,7 @@ class Session:
         self._log({**record, "temperature": p.temperature})
         self._log({"event": "respond", "t": now, "tag": request.tag, "start_at": request.start_at,
                    "temperature": p.temperature, "top_p": p.top_p, "length": request.length,
-                   "mode": self.config.mode, "preset": self.config.name,
+                   "mode": self.config.mode, "preset": self.config.name, "memory": p.memory,
                    "grid": None if grid is None else [grid.origin, grid.step],
                    "grid_from": None if grid is None else grid.source})
 
@@ -454,6 +458,10 @@ class Session:
         elif name == "mode":
             self.config = dataclasses.replace(config, mode=value)
             self._switching_mode(config.mode, value)
+        elif name == "memory":
+            self.config = dataclasses.replace(config, sampling=dataclasses.replace(config.sampling, memory=value))
+        elif name == "memory_reset":
+            self.clear_memory(t)
         elif name == "panic":
             self.panic(t)
         elif name == "mute":
@@ -465,6 +473,12 @@ class Session:
         elif name == "preset":  # a SessionConfig, loaded by whoever sent it (not on this thread)
             self.apply(value)
         self._drop_speculation()  # the next answer is sampled with the new settings
+
+    def clear_memory(self, t: float) -> None:
+        """Forget what the player played this session (the memory locks itself against the worker)."""
+        if self.memory is not None:
+            self.memory.clear()
+            self._log({"event": "memory_reset", "t": t})
 
     def panic(self, t: float | None = None) -> None:
         """Silence everything at once: cancel every answer, note-offs now, CC 123 per channel."""
@@ -507,6 +521,8 @@ class Session:
         self.phrase.max_listen_s = config.max_listen_s
         self.phrase.end_call_cc = config.end_call_cc
         self.phrase.adaptive = config.adaptive_gap
+        if config.memory_reset:
+            self.clear_memory(self.clock())
         self._drop_speculation()
         if config.program is not None:
             self.output.program(config.channel, config.program)

@@ -11,18 +11,22 @@ class SamplingParams:
 
     temperature: divides the logits; 0 picks the most likely class, 1 samples the model as
     trained, above 1 flattens. top_p: keeps the smallest set of classes whose probability
-    reaches p. pitch_low/pitch_high: inclusive MIDI range the answer may use.
+    reaches p. pitch_low/pitch_high: inclusive MIDI range the answer may use. memory: how much
+    the session memory's prediction weighs against the model's (0 = none, 1 = the memory alone).
     """
 
     temperature: float = 1.0
     top_p: float = 1.0
     pitch_low: int = 21
     pitch_high: int = 108
+    memory: float = 0.0  # weight of the session memory (livegen.model.blend): 0 = the model alone
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.temperature <= 10.0:
             raise ValueError(f"temperature must be in [0, 10], got {self.temperature}")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 0.0 <= self.memory <= 1.0:
+            raise ValueError(f"memory must be in [0, 1], got {self.memory}")
         if not 0 <= self.pitch_low <= self.pitch_high <= 127:
             raise ValueError(f"pitch range must satisfy 0 <= low <= high <= 127, got {self.pitch_low}-{self.pitch_high}")

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from livegen.argtypes import number
+from livegen.argtypes import number, number_in_range
 from livegen.errors import LivegenError, ModelError, OutputFileError, TrainingDataError
 
 ARCH_CHOICES = {"note-lstm": "note-lstm", "lstm": "note-lstm", "seed": "seed-lstm", "seed-lstm": "seed-lstm",
@@ -127,6 +127,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how well answers follow the player (tempo, register, key, dynamics, chords) on calls "
                              "from at most N pieces (default 150; 0 = skip the follow section)")
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
+    parser.add_argument("--session-memory", type=number_in_range(float, 0.0, 1.0), metavar="W",
+                        help="also score each piece as one session with the session memory at weight W "
+                             "(pitch NLL with and without, motif reuse; see livegen.train.session_eval)")
     parser.add_argument("--output", type=Path, metavar="FILE", help="also write the JSON report to FILE")
     parser.add_argument("--harmonize", action="store_true",
                         help="also voice the held-out Bach chorales' sopranos as harmonize mode does: "
@@ -486,6 +489,13 @@ def run_eval(args: argparse.Namespace) -> int:
         **result,
         "seconds": round(time.perf_counter() - started, 1),
     }
+    if args.session_memory is not None:
+        from livegen.train.session_eval import SessionSettings, session_memory_report
+
+        memory_settings = SessionSettings(weight=args.session_memory, temperature=args.temperature, seed=args.seed)
+        for spec, predictor in predictors.items():
+            log(f"session memory {args.session_memory:g}: {spec} ...")
+            report["models"][spec]["session_memory"] = session_memory_report(predictor, pieces[: settings.max_pieces or None], memory_settings)
     text = json.dumps(report, indent=2)
     if args.output:
         write_text_output(args.output, text + "\n")

@@ -1,0 +1,201 @@
+"""The LSTM blended with the session memory at sampling time: an interpolated cache model.
+
+The blend is a true mixture of the two joint distributions over the next note's step and pitch,
+
+    P(step, pitch) = (1 - w) · P_lstm(step) P_lstm(pitch | step) + w · P_mem(step) P_mem(pitch | step),
+
+sampled field by field: the step from the mixed step distribution, then the pitch from the
+mixture with the posterior weight ``w_s = w P_mem(s) / P(s)`` (so the pitch marginal is exactly
+``(1 - w) P_lstm(pitch) + w P_mem(pitch)``, what ``livegen eval --session-memory`` scores).
+Duration and velocity are the LSTM's, given the step and pitch chosen.  Temperature, top-p, the
+pitch range and the chord rule apply to the mixture as they apply to the LSTM alone.
+
+The weight ``w`` follows the memory's confidence, as cache language models do: the knob ``W``
+(preset key ``memory``) is the weight at neutral confidence, and ``blend_weight`` moves it up when
+the player's recent notes match a long, consistently continued context and down when nothing
+matches.  ``W = 0`` is the LSTM exactly (the memory is not even asked); ``W = 1`` is the session
+model alone, like mirror mode.
+
+``MemoryStream`` wraps a NoteStream: ``feed`` teaches the memory (the player's notes: the
+worker feeds only those), ``fork`` gives an answer stream whose memory cursor moves with the
+answer but learns nothing, ``sample`` blends with ``params.memory``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from livegen.model.memory import Prediction, SessionMemory, interval_pitches
+from livegen.model.params import SamplingParams
+from livegen.model.sampling import pitch_mask, sample_logits
+from livegen.model.stream import NoteStream, make_generator
+from livegen.model.tokens import Tokenizer
+
+PITCH_FLOOR = 1e-4  # share of the session model's pitch mass spread over every pitch (never 0)
+CONFIDENCE_NEUTRAL = 0.35  # the memory confidence at which the weight is the knob's value (measured, see README)
+CONFIDENCE_GAIN = 12.0  # how far confidence moves the weight, in logits per unit of confidence (measured)
+
+
+def blend_weight(knob: float, confidence: float, adaptive: bool = True) -> float:
+    """The mixture weight for one note: ``knob`` at neutral confidence, 0 and 1 kept exactly.
+
+    Adaptive: logit(w) = logit(knob) + GAIN · (confidence - NEUTRAL), the cache-model idea that
+    a context seen often and always continued the same way deserves more trust.
+    """
+    if knob <= 0.0 or knob >= 1.0 or not adaptive:
+        return min(max(knob, 0.0), 1.0)
+    logit = np.log(knob / (1.0 - knob)) + CONFIDENCE_GAIN * (confidence - CONFIDENCE_NEUTRAL)
+    return float(1.0 / (1.0 + np.exp(-logit)))
+
+
+class SessionDistributions:
+    """The session model's next-note distributions over a model's step bins and 128 pitches."""
+
+    def __init__(self, prediction: Prediction, memory: SessionMemory, tokenizer: Tokenizer, unit: float) -> None:
+        self.prediction = prediction
+        c = memory.config
+        seconds = memory.step_seconds(prediction)
+        if tokenizer.relative:
+            bins = tokenizer.encode_step(seconds, unit)
+        else:
+            bins = tokenizer.encode_step(seconds)
+        self.bins = np.asarray(bins, dtype=np.int64)  # (rhythms,) the model's step bin of each rhythm class
+        self.step = np.bincount(self.bins, weights=prediction.probs.sum(axis=0), minlength=tokenizer.config.step_bins)
+        self._interval_limit = c.interval_limit
+
+    def pitch(self, step_bin: int) -> np.ndarray:
+        """P(pitch | step bin) (128,): the intervals of the rhythm classes in that bin, from the last pitch."""
+        probs = self.prediction.probs
+        columns = self.bins == step_bin
+        intervals = probs[:, columns].sum(axis=1) if columns.any() else probs.sum(axis=1)
+        return interval_pitches(intervals, self.prediction.last_pitch, self._interval_limit, PITCH_FLOOR)
+
+
+class MemoryStream:
+    """A Predictor (feed / fork / sample) blending a NoteStream with a SessionMemory."""
+
+    def __init__(self, stream: NoteStream, memory: SessionMemory, adaptive: bool = True) -> None:
+        self.stream = stream
+        self.memory = memory
+        self.adaptive = adaptive
+        self._cursor = None  # an answer's own position in the memory; None: the learning cursor
+        self._learns = True
+        self._masks: dict[tuple[int, int], np.ndarray] = {}
+
+    # the NoteStream's surface, for the daemon and the benchmarks
+    @property
+    def tempo(self):
+        return self.stream.tempo
+
+    def set_beat(self, seconds: float | None) -> None:
+        self.stream.set_beat(seconds)
+
+    def warm_up(self) -> None:
+        self.stream.warm_up()
+        probe = self.fork()
+        probe.stream.generator = make_generator(0, self.stream.device)
+        probe.feed(np.array([[60.0, 0.0, 0.5, 80.0]]))
+        probe.sample(SamplingParams(memory=0.5))
+
+    def feed(self, rows: np.ndarray) -> None:
+        rows = np.asarray(rows, dtype=np.float64).reshape(-1, 4)
+        self.stream.feed(rows)
+        if self._learns:
+            self.memory.observe(rows)
+        else:
+            self.memory.advance(self._cursor, rows)
+
+    def fork(self) -> "MemoryStream":
+        other = MemoryStream.__new__(MemoryStream)
+        other.__dict__.update(self.__dict__)
+        other.stream = self.stream.fork()
+        with self.memory._lock:
+            other._cursor = (self._cursor or self.memory.cursor).copy()
+        other._learns = False
+        return other
+
+    # -- distributions ------------------------------------------------------------------------
+
+    def session(self) -> SessionDistributions:
+        """The session model's distributions for the next note of this stream."""
+        prediction = self.memory.predict(self._cursor)
+        return SessionDistributions(prediction, self.memory, self.stream.tokenizer, self.stream.tempo.unit)
+
+    def weight(self, params: SamplingParams, session: SessionDistributions) -> float:
+        return blend_weight(params.memory, session.prediction.confidence, self.adaptive)
+
+    @torch.inference_mode()
+    def step_probs(self, params: SamplingParams, session: SessionDistributions | None = None) -> np.ndarray:
+        """The blended P(step bin) (for tests and evaluation)."""
+        session = session or self.session()
+        lstm = _probs(self.stream.next.step_logits())
+        w = self.weight(params, session)
+        return (1.0 - w) * lstm + w * session.step
+
+    @torch.inference_mode()
+    def pitch_probs(self, params: SamplingParams, step_bin: int, session: SessionDistributions | None = None) -> np.ndarray:
+        """The blended P(pitch | step bin), before the pitch range and chord masks."""
+        session = session or self.session()
+        next_note = self.stream.next
+        w = self.weight(params, session)
+        lstm_step = _probs(next_note.step_logits())
+        mixed_step = (1.0 - w) * lstm_step[step_bin] + w * session.step[step_bin]
+        w_s = w * session.step[step_bin] / mixed_step if mixed_step > 0 else w
+        lstm = _probs(next_note.pitch_logits(torch.tensor([step_bin], device=self.stream.device)))
+        return (1.0 - w_s) * lstm + w_s * session.pitch(step_bin)
+
+    # -- sampling -------------------------------------------------------------------------------
+
+    def sample(self, params: SamplingParams, generator: torch.Generator | None = None,
+               chord: Sequence[int] = ()) -> np.ndarray:
+        """The next note row; ``params.memory`` = 0 is exactly ``NoteStream.sample``."""
+        if params.memory <= 0.0:
+            return self.stream.sample(params, generator, chord)
+        with torch.inference_mode(), torch.backends.mkldnn.flags(enabled=False):
+            tokens = self._sample_tokens(params, generator or self.stream.generator, chord)
+        return self.stream.tokenizer.decode(tokens, self.stream.tempo)[0]
+
+    def _sample_tokens(self, params: SamplingParams, generator: torch.Generator, chord: Sequence[int]) -> np.ndarray:
+        next_note = self.stream.next
+        if next_note is None:
+            raise RuntimeError("feed at least one note before sampling")
+        session = self.session()
+        w = self.weight(params, session)
+        t, p = params.temperature, params.top_p
+        lstm_step = _probs(next_note.step_logits())
+        step_mix = (1.0 - w) * lstm_step + w * session.step
+        with np.errstate(divide="ignore"):
+            step = int(sample_logits(torch.from_numpy(np.log(step_mix))[None].to(self.stream.device), t, p, generator))
+        w_s = w * session.step[step] / step_mix[step] if step_mix[step] > 0 else w
+        device = self.stream.device
+        step_tensor = torch.tensor([step], device=device)
+        lstm_pitch = _probs(next_note.pitch_logits(step_tensor))
+        pitch_mix = (1.0 - w_s) * lstm_pitch + w_s * session.pitch(step)
+        mask = self._mask(params)
+        if chord and step == 0:
+            chord_mask = mask.copy()
+            chord_mask[list(chord)] = -np.inf
+            if np.isfinite(chord_mask).any():
+                mask = chord_mask
+        with np.errstate(divide="ignore"):
+            logits = np.log(pitch_mix) + mask
+        pitch = int(sample_logits(torch.from_numpy(logits)[None].to(device), t, p, generator))
+        pitch_tensor = torch.tensor([pitch], device=device)
+        duration = sample_logits(next_note.duration_logits(pitch_tensor), t, p, generator)
+        velocity = sample_logits(next_note.velocity_logits(duration), t, p, generator)
+        return np.array([[pitch, step, int(duration), int(velocity)]], dtype=np.int64)
+
+    def _mask(self, params: SamplingParams) -> np.ndarray:
+        key = (params.pitch_low, params.pitch_high)
+        mask = self._masks.get(key)
+        if mask is None:
+            mask = self._masks[key] = pitch_mask(*key).numpy().astype(np.float64)
+        return mask
+
+
+def _probs(logits: torch.Tensor) -> np.ndarray:
+    """softmax of one row of logits (1, C) as float64 numpy, wherever the model runs."""
+    return torch.softmax(logits.double(), -1)[0].cpu().numpy()

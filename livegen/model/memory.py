@@ -1,0 +1,323 @@
+"""Session memory: what the player played this session, as a PPM model over intervals and rhythm.
+
+Pachet's Continuator answers with the player's own material; the LSTM forgets a motif ten
+phrases later.  The memory counts every note the *player* plays (never livegen's answers) as a
+symbol (pitch interval from the note before, relative rhythm) and predicts the next symbol from
+the longest context of earlier intervals it has seen (rhythm is predicted, not matched, so a
+motif played with rubato still matches; ``context_rhythm`` matches both), blending the orders as interpolated PPM does
+(Witten-Bell escapes, down to a uniform floor).  Keyed on intervals and on steps in units of the
+running tempo, so a motif played a fifth higher or twice as fast still matches.
+
+* ``SessionMemory``: the counts, bounded to the last ``capacity`` notes (the oldest note's
+  n-grams are uncounted when it drops out), cleared by ``clear()``, thread-safe, saved and loaded
+  with ``save``/``load`` (atomic write; a corrupt, truncated or foreign file raises MemoryFileError).
+* ``Cursor``: a position in a stream of notes (last pitch, last symbols, running tempo).  The
+  memory owns one for learning; an answer advances a copy of it and learns nothing.
+* ``Prediction``: the next symbol's probabilities as an (intervals, rhythms) matrix, and how
+  confident the memory is (how long and how well-seen the matched context is).
+
+numpy only: the engine may import it without torch.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import os
+import tempfile
+import threading
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from livegen.errors import LivegenError
+from livegen.model.timebase import TempoTracker
+from livegen.notes import PITCH, STEP
+
+FORMAT = "livegen-memory"
+FORMAT_VERSION = 1
+BREAK = -1  # a symbol that ends every context: a session boundary in a loaded memory
+
+
+class MemoryFileError(LivegenError, ValueError):
+    """A memory file that cannot be read: corrupt, truncated, foreign or of another version."""
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    order: int = 6  # longest context, in notes (intervals) before the predicted one
+    capacity: int = 4096  # notes remembered; older ones are forgotten
+    interval_limit: int = 36  # larger intervals are counted as +-this
+    rhythm_per_octave: int = 3  # rhythm classes per doubling of the step (~26 % wide)
+    rhythm_octaves: int = 4  # steps from unit/2^octaves to unit*2^octaves have their own class
+    chord_seconds: float = 0.01  # shorter steps are chord notes (rhythm class 0)
+    context_rhythm: bool = False  # contexts are intervals only (False) or intervals and rhythm classes
+
+    def key(self, symbol: int) -> int:
+        """What a symbol contributes to a context: its interval, or the whole symbol."""
+        return symbol if self.context_rhythm or symbol == BREAK else symbol // self.rhythms
+
+    def __post_init__(self) -> None:
+        for name in ("order", "capacity", "interval_limit", "rhythm_per_octave", "rhythm_octaves"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"memory {name} must be a positive integer, got {value!r}")
+        if not self.chord_seconds > 0:
+            raise ValueError(f"memory chord_seconds must be > 0, got {self.chord_seconds!r}")
+        if not isinstance(self.context_rhythm, bool):
+            raise ValueError(f"memory context_rhythm must be true or false, got {self.context_rhythm!r}")
+
+    @property
+    def intervals(self) -> int:
+        return 2 * self.interval_limit + 1
+
+    @property
+    def rhythms(self) -> int:
+        return 2 * self.rhythm_per_octave * self.rhythm_octaves + 2  # chord class + the log classes
+
+    @property
+    def symbols(self) -> int:
+        return self.intervals * self.rhythms
+
+    def rhythm_ratios(self) -> np.ndarray:
+        """Step / unit at the centre of each rhythm class (0 for the chord class)."""
+        half = self.rhythm_per_octave * self.rhythm_octaves
+        return np.concatenate([[0.0], 2.0 ** ((np.arange(1, self.rhythms) - 1 - half) / self.rhythm_per_octave)])
+
+
+class Cursor:
+    """Where a stream of notes stands: its last pitch, its last symbols, its running tempo."""
+
+    __slots__ = ("last_pitch", "context", "tempo")
+
+    def __init__(self, order: int, chord_seconds: float) -> None:
+        self.last_pitch: int | None = None
+        self.context: list[int] = []
+        self.tempo = TempoTracker(chord_seconds=chord_seconds)
+
+    def copy(self) -> "Cursor":
+        other = Cursor.__new__(Cursor)
+        other.last_pitch, other.context, other.tempo = self.last_pitch, list(self.context), self.tempo.copy()
+        return other
+
+
+@dataclass
+class Prediction:
+    probs: np.ndarray  # (intervals, rhythms): P(next interval, next rhythm class), sums to 1
+    confidence: float  # 0 = nothing matched .. 1 = the longest context, always followed the same way
+    order: int  # length of the longest context matched
+    last_pitch: int | None  # the pitch the intervals count from (None: no note yet)
+    unit: float  # seconds per unit of the stream's running tempo
+
+
+def interval_pitches(intervals: np.ndarray, last_pitch: int | None, limit: int, floor: float = 1e-4) -> np.ndarray:
+    """P(pitch) (128,) from P(interval) (2 * limit + 1,) after ``last_pitch``; ``floor`` of the
+    mass is spread over every pitch, so no pitch is impossible (uniform without a last pitch)."""
+    out = np.zeros(128)
+    if last_pitch is not None and intervals.sum() > 0:
+        low = last_pitch - limit
+        first, stop = max(low, 0), min(last_pitch + limit + 1, 128)
+        out[first:stop] = intervals[first - low : stop - low]
+    total = out.sum()
+    if total <= 0:
+        return np.full(128, 1.0 / 128)
+    out *= (1.0 - floor) / total
+    out += floor / 128.0
+    return out
+
+
+class SessionMemory:
+    """Interpolated PPM counts over (interval, rhythm) symbols of the player's notes."""
+
+    def __init__(self, config: MemoryConfig | None = None) -> None:
+        self.config = config = config or MemoryConfig()
+        self._lock = threading.Lock()
+        self._ratios = config.rhythm_ratios()
+        self._log_edges = None
+        self.clear()
+
+    # -- learning -----------------------------------------------------------------------------
+
+    def clear(self) -> None:
+        """Forget everything (the CC, ``--memory-reset``, a preset with ``memory_reset``)."""
+        c = self.config
+        with self._lock:
+            self._history: list[int] = []  # symbols, oldest first (BREAK between sessions)
+            self._tables: list[dict[tuple[int, ...], list]] = [dict() for _ in range(c.order + 1)]  # [k][ctx] = [total, {sym: n}]
+            self._unigram = np.zeros(c.symbols)
+            self.cursor = Cursor(c.order, c.chord_seconds)
+            self.notes_seen = 0
+
+    def __len__(self) -> int:
+        return sum(1 for s in self._history if s != BREAK)
+
+    def symbol(self, cursor: Cursor, row) -> int | None:
+        """The symbol of one note row read at ``cursor`` (None for the first note of a stream)."""
+        c = self.config
+        pitch = int(round(float(row[PITCH])))
+        step = float(row[STEP])
+        if cursor.last_pitch is None:
+            return None
+        interval = min(max(pitch - cursor.last_pitch, -c.interval_limit), c.interval_limit) + c.interval_limit
+        return interval * c.rhythms + self.rhythm_class(step, cursor.tempo.unit)
+
+    def rhythm_class(self, step: float, unit: float) -> int:
+        c = self.config
+        if not step >= c.chord_seconds or not math.isfinite(step):
+            return 0
+        half = c.rhythm_per_octave * c.rhythm_octaves
+        position = round(math.log2(step / unit) * c.rhythm_per_octave)
+        return 1 + half + min(max(position, -half), half)
+
+    def advance(self, cursor: Cursor, rows: np.ndarray) -> list[int]:
+        """Move ``cursor`` over note rows (N, 4); returns their symbols (nothing is counted)."""
+        out = []
+        for row in np.asarray(rows, dtype=np.float64).reshape(-1, 4):
+            symbol = self.symbol(cursor, row)
+            if symbol is not None:
+                out.append(symbol)
+                cursor.context = (cursor.context + [self.config.key(symbol)])[-self.config.order:]
+            cursor.last_pitch = min(max(int(round(float(row[PITCH]))), 0), 127)
+            cursor.tempo.push(float(row[STEP]))
+        return out
+
+    def observe(self, rows: np.ndarray) -> None:
+        """Learn the player's notes (N, 4) in onset order."""
+        with self._lock:
+            for symbol in self.advance(self.cursor, rows):
+                self._append(symbol)
+            self.notes_seen += len(np.asarray(rows).reshape(-1, 4))
+
+    def _append(self, symbol: int) -> None:
+        history = self._history
+        history.append(symbol)
+        self._count(len(history) - 1, +1)
+        while len(history) > self.config.capacity:
+            self._count(0, -1, forget=True)
+            history.pop(0)
+
+    def _count(self, j: int, delta: int, forget: bool = False) -> None:
+        """Add (or remove) the n-grams ending at position j; ``forget``: those *starting* at j = 0."""
+        history = self._history
+        for k in range(self.config.order + 1):
+            start, end = (0, k) if forget else (j - k, j)
+            if start < 0 or end >= len(history):
+                break
+            gram = history[start : end + 1]
+            if BREAK in gram:
+                break
+            nxt = gram[-1]
+            if k == 0:
+                self._unigram[nxt] += delta
+                continue
+            table = self._tables[k]
+            context = tuple(map(self.config.key, gram[:-1]))
+            entry = table.get(context)
+            if entry is None:
+                entry = table[context] = [0, {}]
+            entry[0] += delta
+            entry[1][nxt] = entry[1].get(nxt, 0) + delta
+            if entry[1][nxt] <= 0:
+                del entry[1][nxt]
+            if entry[0] <= 0:
+                del table[context]
+
+    # -- predicting -----------------------------------------------------------------------------
+
+    def predict(self, cursor: Cursor | None = None) -> Prediction:
+        """The next symbol's distribution after ``cursor`` (the learning cursor if None)."""
+        c = self.config
+        with self._lock:
+            cursor = cursor or self.cursor
+            probs = np.full(c.symbols, 1.0 / c.symbols)
+            total = self._unigram.sum()
+            if total > 0:
+                distinct = np.count_nonzero(self._unigram)
+                keep = total / (total + distinct)
+                probs *= 1.0 - keep
+                probs += (keep / total) * self._unigram
+            order, confidence = 0, 0.0
+            context = cursor.context
+            for k in range(1, min(c.order, len(context)) + 1):
+                entry = self._tables[k].get(tuple(context[-k:]))
+                if entry is None:
+                    break
+                n, followers = entry
+                keep = n / (n + len(followers))
+                probs *= 1.0 - keep
+                scale = keep / n
+                for symbol, count in followers.items():
+                    probs[symbol] += scale * count
+                order, confidence = k, keep * k / c.order
+        return Prediction(probs.reshape(c.intervals, c.rhythms), confidence, order, cursor.last_pitch, cursor.tempo.unit)
+
+    def step_seconds(self, prediction: Prediction) -> np.ndarray:
+        """Seconds of each rhythm class at the prediction's tempo (0 for the chord class)."""
+        return self._ratios * prediction.unit
+
+    # -- the file -------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        with self._lock:
+            return {"format": FORMAT, "version": FORMAT_VERSION, "config": asdict(self.config),
+                    "history": list(self._history), "notes_seen": self.notes_seen}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the memory atomically: a temporary file in the same folder, then a rename."""
+        path = Path(path).expanduser()
+        data = gzip.compress(json.dumps(self.to_dict(), separators=(",", ":")).encode("utf-8"), mtime=0)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            try:
+                with os.fdopen(handle, "wb") as out:
+                    out.write(data)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(temporary, path)
+            except BaseException:
+                Path(temporary).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            raise MemoryFileError(f"{path}: cannot write the memory file ({exc.strerror or exc})") from exc
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "SessionMemory":
+        """A memory saved by ``save``; its session ends where the file ends (a BREAK follows)."""
+        path = Path(path).expanduser()
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise MemoryFileError(f"{path}: cannot read the memory file ({exc.strerror or exc})") from exc
+        try:
+            data = json.loads(gzip.decompress(raw).decode("utf-8"))
+        except (OSError, EOFError, ValueError, UnicodeDecodeError, RecursionError) as exc:
+            what = "truncated" if isinstance(exc, EOFError) else "not a livegen memory file"
+            raise MemoryFileError(f"{path}: {what} (cannot decode it: {type(exc).__name__})") from exc
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise MemoryFileError(f"{path}: not a livegen memory file (no \"format\": \"{FORMAT}\")")
+        if data.get("version") != FORMAT_VERSION:
+            raise MemoryFileError(f"{path}: memory file version {data.get('version')!r}, this livegen reads {FORMAT_VERSION}")
+        try:
+            known = {f.name for f in fields(MemoryConfig)}
+            config = data["config"]
+            if not isinstance(config, dict) or set(config) - known:
+                raise ValueError(f"unknown config keys {sorted(set(config) - known) if isinstance(config, dict) else config!r}")
+            memory = cls(MemoryConfig(**config))
+            history = data["history"]
+            if not isinstance(history, list) or not all(
+                    type(s) is int and (s == BREAK or 0 <= s < memory.config.symbols) for s in history):
+                raise ValueError("history must be a list of symbols")
+            notes_seen = data.get("notes_seen", 0)
+            if type(notes_seen) is not int or notes_seen < 0:
+                raise ValueError(f"notes_seen = {notes_seen!r}")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MemoryFileError(f"{path}: corrupt memory file ({exc})") from exc
+        with memory._lock:
+            for symbol in history[-memory.config.capacity:] + ([BREAK] if history and history[-1] != BREAK else []):
+                memory._append(symbol)
+            memory.notes_seen = notes_seen
+        return memory
