@@ -18,13 +18,14 @@ third for each of the k-1 voices above it; voices above mirror that.  A voice al
 pitch is struck twice and the melody is never doubled.  A window that is empty (the preset's
 pitch range, the ends of the keyboard) drops that voice.
 
-A voice the model picks before it has read the melody note (all of them for an "ascending"
-model under the melody: the lowest note of a chord comes first) cannot take the melody into
-account, so it is held to pitches consonant with the melody (``CONSONANT_TO_MELODY``; the
-fourth only for a voice above the lowest one) that make no parallel fifth or octave with the
-parts already placed, the melody included (``parallels_with``); a voice with no consonant
-pitch left in its window is left out, and parallels are allowed when nothing else is left.  Voices read after the melody, in the model's
-own order, are the model's alone.
+The model picks every voice among the pitches the voice-leading rules allow: consonant with the
+melody (``CONSONANT_TO_MELODY``; the fourth only for a voice above the lowest one) and making no
+parallel fifth or octave with the parts already placed, the melody included (``parallels_with``);
+a voice with no consonant pitch left in its window is left out, and parallels are allowed when
+nothing else is left.  A voice an "ascending" model picks before it has read the melody cannot
+take the melody into account at all, so it needs the rules; a "descending" model reads the melody
+first, and on held-out chorales its voices alone were consonant 88 % of the time but made 0.36
+parallels per onset (Bach: 0.08), so the rules hold for it too.
 
 The player's note is fed at its note-on, before its length is known: it is fed with a guessed
 duration, the length of the player's previous melody note (``FIRST_GUESS_S`` for the first),
@@ -209,33 +210,31 @@ def voice_chord(
     ``previous``: the last chord (rank -> pitch, the melody at 0), for the parallels rule.
     """
     natural = generation_order(ranks, voicing.chord_order)
-    heard_after_melody = set(natural[natural.index(0) + 1:])  # voices the model reads after the melody
     order = list(natural)
     if not primed:
         order.remove(0)
         order.insert(0, 0)
     lowest_rank = min(ranks)
-    fed_melody = False
     chosen = {0: melody.pitch}
     placed: list[tuple[int, int]] = []
     step = melody.step  # the first note of the chord carries the step, the rest are simultaneous
     for rank in order:
         if rank == 0:
             predictor.feed(np.array([[melody.pitch, step, melody.duration, melody.velocity]], dtype=np.float64))
-            step, fed_melody = 0.0, True
+            step = 0.0
             continue
         low, high = voice_window(melody.pitch, rank, chosen, params.pitch_low, params.pitch_high)
         if low > high:
             continue
         window = dataclasses.replace(params, pitch_low=low, pitch_high=high)
         taken = list(chosen.values())
-        if not (fed_melody and rank in heard_after_melody):
-            room = high - low + 1
-            dissonant = set(dissonant_to(melody.pitch, low, high, rank == lowest_rank))
-            if len(dissonant) == room:  # no consonant pitch left for this voice: leave it out
-                continue
-            parallel = set(parallels_with(rank, range(low, high + 1), chosen, previous)) if previous else set()
-            taken += sorted(dissonant | parallel if len(dissonant | parallel) < room else dissonant)
+        # The voice-leading rules hold for every voice, whichever order the model reads the chord in.
+        room = high - low + 1
+        dissonant = set(dissonant_to(melody.pitch, low, high, rank == lowest_rank))
+        if len(dissonant) == room:  # no consonant pitch left for this voice: leave it out
+            continue
+        parallel = set(parallels_with(rank, range(low, high + 1), chosen, previous)) if previous else set()
+        taken += sorted(dissonant | parallel if len(dissonant | parallel) < room else dissonant)
         pitch = voicing.sample(predictor, window, step, taken)
         if pitch is None or not low <= pitch <= high or pitch in taken:
             continue

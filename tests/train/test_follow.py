@@ -1,0 +1,89 @@
+"""Does the answer follow the player?  The follow metrics, and the shipped model on synthetic calls."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from livegen.model.checkpoint import load_model
+from livegen.train.data import Piece
+from livegen.train.evaluate import EvalSettings, LSTMPredictor, evaluate
+from livegen.train.follow import FollowSettings, follow, in_key_share, key_of, median_ioi
+
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "default"
+F_SHARP_MAJOR = [66, 68, 70, 71, 73, 75, 77, 78]
+
+
+def scale_call(tonic_scale, seconds_per_note: float, octave_shift: int = 0, repeats: int = 3) -> np.ndarray:
+    """Up and down the scale a few times, one note per step, a chord on every bar's downbeat."""
+    line = list(tonic_scale) + list(reversed(tonic_scale[:-1]))
+    rows = []
+    for i, pitch in enumerate(line * repeats):
+        rows.append([pitch + octave_shift, seconds_per_note, 0.9 * seconds_per_note, 70 + (i % 4) * 8])
+        if i % 8 == 0:
+            rows.append([pitch + octave_shift - 12, 0.0, 1.8 * seconds_per_note, 60])
+    rows[0][1] = 0.0
+    return np.array(rows, dtype=np.float64)
+
+
+def answers(predictor, call: np.ndarray, count: int = 6, length: int = 24) -> list[np.ndarray]:
+    return [predictor.continue_rows(call, length, seed, 1.0, (21, 108)) for seed in range(count)]
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    torch.set_num_threads(1)
+    return LSTMPredictor(load_model(DEFAULT_MODEL, device="cpu"))
+
+
+def test_key_and_interval_helpers():
+    call = scale_call(F_SHARP_MAJOR, 0.25)
+    assert key_of(call) == (6, "major")
+    assert in_key_share(call, (6, "major")) == 1.0
+    assert in_key_share(call, (0, "major")) < 0.5
+    assert median_ioi(call) == pytest.approx(0.25)
+
+
+def test_a_scale_at_60_120_and_180_bpm_gets_answers_at_60_120_and_180(shipped):
+    medians = {}
+    for bpm in (60, 120, 180):
+        iois = [median_ioi(a) for a in answers(shipped, scale_call(F_SHARP_MAJOR, 60.0 / bpm))]
+        medians[bpm] = float(np.median([i for i in iois if i]))
+    slope = np.polyfit(np.log([60 / b for b in medians]), np.log(list(medians.values())), 1)[0]
+    assert slope > 0.9, medians
+    assert medians[60] > 2 * medians[180], medians
+
+
+def test_the_same_call_in_octave_2_and_in_octave_6_is_answered_in_its_register(shipped):
+    low_call = scale_call([p - 24 for p in F_SHARP_MAJOR], 0.3)  # F#2..
+    high_call = scale_call([p + 24 for p in F_SHARP_MAJOR], 0.3)  # F#6..
+    low = np.mean([a[:, 0].mean() for a in answers(shipped, low_call)])
+    high = np.mean([a[:, 0].mean() for a in answers(shipped, high_call)])
+    assert abs(low - low_call[:, 0].mean()) < 8 and abs(high - high_call[:, 0].mean()) < 8, (low, high)
+    assert high - low > 36
+
+
+def test_a_call_in_f_sharp_major_is_answered_in_f_sharp_major(shipped):
+    share = np.mean([in_key_share(a, (6, "major")) for a in answers(shipped, scale_call(F_SHARP_MAJOR, 0.3), count=8)])
+    assert share >= 0.85
+
+
+def test_the_follow_section_of_the_eval_report(shipped):
+    pieces = []
+    for k in range(3):
+        call = scale_call([p + k for p in F_SHARP_MAJOR], 0.2 + 0.1 * k)
+        pieces.append(Piece(f"piece{k}", np.concatenate([call, call[:30]]).astype(np.float32), True))
+    settings = EvalSettings(primer_notes=24, continuation_notes=32, follow=FollowSettings(max_pieces=3))
+    report = evaluate({"default": shipped}, pieces, settings)
+    section = report["models"]["default"]["follow"]
+    expected = {"pieces", "tempo_slope", "tempo_error", "tempo_error_real", "register_distance",
+                "register_distance_real", "register_ratio", "register_slope", "in_key", "in_key_real", "in_key_gap",
+                "dynamics_slope", "chord_share", "chord_share_real", "settings"}
+    assert set(section) == expected
+    assert section["pieces"] == 3
+    assert all(isinstance(section[k], float) for k in expected - {"pieces", "settings"})
+    assert section["settings"]["tempo_factors"] == [0.6, 1.0, 1.6]
+    assert section["tempo_slope"] > 0.9
+    no_follow = evaluate({"default": shipped}, pieces, EvalSettings(primer_notes=24, follow=None))
+    assert "follow" not in no_follow["models"]["default"]
