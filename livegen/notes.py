@@ -31,6 +31,7 @@ MIDI_PITCHES = 128
 HEADER_BYTES = 14  # MThd, its length (6) and format, tracks, division
 WRITE_RESOLUTION = 960  # ticks per beat; at 120 BPM one tick is 0.52 ms
 WRITE_TEMPO = 120.0
+READ_MAX_TICK = 10_000_000  # pretty_midi.pretty_midi.MAX_TICK: a larger last tick reads as corrupt
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,15 +305,25 @@ def array_to_notes(array: np.ndarray, start: float = 0.0) -> list[Note]:
     ]
 
 
+def write_resolution(last_seconds: float) -> int:
+    """Ticks per beat for a file lasting ``last_seconds``: WRITE_RESOLUTION, or less when the
+    last tick would pass READ_MAX_TICK, above which pretty_midi refuses a file as corrupt."""
+    ticks_per_second_per_ppq = WRITE_TEMPO / 60.0
+    fits = int((READ_MAX_TICK - 1) / (ticks_per_second_per_ppq * max(last_seconds, 1e-9)))
+    return max(1, min(WRITE_RESOLUTION, fits))
+
+
 def write_midi(path: str | os.PathLike, tracks: Sequence[Track]) -> None:
     """Write tracks to a type-1 MIDI file at a resolution fine enough to keep onsets within 1 ms.
 
     Same-pitch overlaps within a track are resolved first (see resolve_unisons), so every
-    note-off in the file ends the note it belongs to.
+    note-off in the file ends the note it belongs to.  Past about 87 minutes the resolution
+    coarsens (see write_resolution), so the file stays readable.
     """
     pretty_midi = import_pretty_midi()
 
-    midi = pretty_midi.PrettyMIDI(resolution=WRITE_RESOLUTION, initial_tempo=WRITE_TEMPO)
+    last = max((max(float(n.end), float(n.start)) for t in tracks for n in t.notes), default=0.0)
+    midi = pretty_midi.PrettyMIDI(resolution=write_resolution(last), initial_tempo=WRITE_TEMPO)
     for track in tracks:
         instrument = pretty_midi.Instrument(program=track.program, is_drum=track.is_drum, name=track.name)
         for note in resolve_unisons(track.notes):

@@ -141,3 +141,14 @@ def test_unisons_and_same_pitch_overlaps_are_resolved_like_one_channel():
     assert resolve_unisons(doubled) == [Note(60, 0.0, 1.5, 90)]
     overlapping = [Note(60, 0.0, 1.0, 50), Note(60, 0.5, 0.8, 70), Note(64, 0.1, 2.0, 60)]
     assert resolve_unisons(overlapping) == [Note(60, 0.0, 0.5, 50), Note(64, 0.1, 2.0, 60), Note(60, 0.5, 0.8, 70)]
+
+
+def test_a_file_hours_long_is_written_so_that_it_reads_back(tmp_path):
+    """pretty_midi refuses a last tick past 10 million as corrupt: at 960 ticks per beat that is
+    87 minutes.  A primer that long (a lying header can make one) must still round-trip."""
+    notes = [Note(60, 0.0, 1.0, 80), Note(64, 38_000.0, 38_001.0, 90)]
+    out = tmp_path / "long.mid"
+    write_midi(out, [Track("x", notes)])
+    back = read_midi(out)
+    assert [n.pitch for n in back] == [60, 64]
+    assert abs(back[1].start - 38_000.0) <= 0.01 and abs(back[1].duration - 1.0) <= 0.01

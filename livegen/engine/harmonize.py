@@ -240,7 +240,8 @@ def voice_chord(
             continue
         chosen[rank] = pitch
         placed.append((rank, pitch))
-        predictor.feed(np.array([[pitch, step, melody.duration, velocity]], dtype=np.float64))
+        feed_voice = getattr(predictor, "feed_accompaniment", predictor.feed)  # a session memory learns only the player
+        feed_voice(np.array([[pitch, step, melody.duration, velocity]], dtype=np.float64))
         step = 0.0
     return placed
 

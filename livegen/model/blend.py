@@ -85,10 +85,34 @@ class MemoryStream:
         self._learns = True
         self._masks: dict[tuple[int, int], np.ndarray] = {}
 
-    # the NoteStream's surface, for the daemon and the benchmarks
+    # the NoteStream's surface, for the daemon, harmonize's voicing and the benchmarks
     @property
     def tempo(self):
         return self.stream.tempo
+
+    @property
+    def primed(self) -> bool:
+        return self.stream.primed
+
+    @property
+    def next(self):
+        return self.stream.next
+
+    @property
+    def model(self):
+        return self.stream.model
+
+    @property
+    def tokenizer(self):
+        return self.stream.tokenizer
+
+    @property
+    def device(self):
+        return self.stream.device
+
+    @property
+    def generator(self):
+        return self.stream.generator
 
     def set_beat(self, seconds: float | None) -> None:
         self.stream.set_beat(seconds)
@@ -107,6 +131,11 @@ class MemoryStream:
             self.memory.observe(rows)
         else:
             self.memory.advance(self._cursor, rows)
+
+    def feed_accompaniment(self, rows: np.ndarray) -> None:
+        """Notes livegen added to the player's own (harmonize's voices): the LSTM hears them,
+        the memory, which learns only what the player played, does not."""
+        self.stream.feed(rows)
 
     def fork(self) -> "MemoryStream":
         other = MemoryStream.__new__(MemoryStream)

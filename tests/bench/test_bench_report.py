@@ -48,7 +48,8 @@ def test_report_has_the_machine_versions_commit_and_every_benchmark(report):
     for key in ("python", "torch", "livegen", "rtmidi", "jackd"):
         assert key in report["versions"]
     assert report["git"] is None or len(report["git"]["commit"]) == 40
-    assert set(report["results"]) == {"latency", "latency_flood", "latency_stage", "inference", "train", "startup"}
+    assert set(report["results"]) == {"latency", "latency_flood", "latency_stage", "inference", "train", "startup",
+                                      "harmonize", "memory"}
     assert report["results"]["latency_stage"]["period"] == 32  # the stage setting of issue 15
     for key in ("latency", "latency_flood", "latency_stage"):
         lat = report["results"][key]

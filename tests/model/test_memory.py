@@ -221,3 +221,25 @@ def test_sampling_respects_the_pitch_range_and_chords():
         if row[1] == 0:
             assert row[0] not in (70, 71)
         answer.feed(row)
+
+
+def test_harmonize_voices_a_memory_stream_with_the_model_and_teaches_the_memory_only_the_melody():
+    """`livegen run` wraps the LSTM in a MemoryStream: harmonize must still voice with the model
+    (its chord order and P(pitch | step)), and the memory must learn the player's melody alone."""
+    from livegen.daemon import load_voicing
+    from livegen.engine.harmonize import Melody, voice_chord
+    from livegen.model.voicing import sample_pitch_at
+
+    model = relative_model()
+    stream = MemoryStream(NoteStream(model, seed=0), SessionMemory())
+    voicing = load_voicing(stream)
+    assert voicing.sample is sample_pitch_at
+    assert voicing.chord_order == model.config.tokens.chord_order
+    assert not stream.primed
+    placed = []
+    for count, pitch in enumerate((67, 69, 71, 72), start=1):
+        melody = Melody(pitch, 0.0 if count == 1 else 0.5, 0.45, 80)
+        placed += voice_chord(stream, voicing, melody, [-1, -2], SamplingParams(), 70, primed=stream.primed)
+        assert stream.primed
+        assert stream.memory.notes_seen == count
+    assert placed, "no voice was placed"
