@@ -441,7 +441,19 @@ UNDER_TRAFFIC = textwrap.dedent(
     stop = threading.Event()
     ports = open_ports("jack", "hpstress", input_pattern=sys.argv[1], output_pattern=sys.argv[2])
     pump = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name="hpstress-pump")  # a second sender into our input
-    pump.open_port(pump.get_ports().index(ports.input.name), "clock")
+
+    def connect_pump():
+        # JACK's port list can change between get_ports() and open_port() while the other
+        # device replugs: the index then names no port (InvalidPortError), so list again.
+        for _ in range(50):
+            try:
+                pump.open_port(pump.get_ports().index(ports.input.name), "clock")
+                return
+            except (rtmidi.InvalidPortError, ValueError):
+                time.sleep(0.01)
+        raise RuntimeError("the pump could not reach our input")
+
+    connect_pump()
 
     def send_clock():  # a steady stream while the ports reconnect
         while not stop.is_set():
@@ -467,7 +479,7 @@ UNDER_TRAFFIC = textwrap.dedent(
                 # Reopening our input dropped the pump's connection (JACK unregisters the port).
                 with ports.input.paused():
                     pump.close_port()
-                    pump.open_port(pump.get_ports().index(ports.input.name), "clock")
+                    connect_pump()
         longest = max(longest, time.monotonic() - started)
         time.sleep(0.05)
     for t in threads:
