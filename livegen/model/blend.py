@@ -28,9 +28,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from livegen.model.fields import Draws, next_logits, softmax
+from livegen.model.lean_heads import ban_chord
 from livegen.model.memory import Prediction, SessionMemory, interval_pitches
 from livegen.model.params import SamplingParams
-from livegen.model.sampling import pitch_mask, sample_logits
+from livegen.model.sampling import pitch_mask
 from livegen.model.stream import NoteStream, make_generator
 from livegen.model.tokens import Tokenizer
 
@@ -160,7 +162,7 @@ class MemoryStream:
     def step_probs(self, params: SamplingParams, session: SessionDistributions | None = None) -> np.ndarray:
         """The blended P(step bin) (for tests and evaluation)."""
         session = session or self.session()
-        lstm = _probs(self.stream.next.step_logits())
+        lstm = softmax(next_logits(self.stream).step())
         w = self.weight(params, session)
         return (1.0 - w) * lstm + w * session.step
 
@@ -168,12 +170,12 @@ class MemoryStream:
     def pitch_probs(self, params: SamplingParams, step_bin: int, session: SessionDistributions | None = None) -> np.ndarray:
         """The blended P(pitch | step bin), before the pitch range and chord masks."""
         session = session or self.session()
-        next_note = self.stream.next
+        logits = next_logits(self.stream)
         w = self.weight(params, session)
-        lstm_step = _probs(next_note.step_logits())
+        lstm_step = softmax(logits.step())
         mixed_step = (1.0 - w) * lstm_step[step_bin] + w * session.step[step_bin]
         w_s = w * session.step[step_bin] / mixed_step if mixed_step > 0 else w
-        lstm = _probs(next_note.pitch_logits(torch.tensor([step_bin], device=self.stream.device)))
+        lstm = softmax(logits.pitch(step_bin))
         return (1.0 - w_s) * lstm + w_s * session.pitch(step_bin)
 
     # -- sampling -------------------------------------------------------------------------------
@@ -183,39 +185,33 @@ class MemoryStream:
         """The next note row; ``params.memory`` = 0 is exactly ``NoteStream.sample``."""
         if params.memory <= 0.0:
             return self.stream.sample(params, generator, chord)
-        with torch.inference_mode(), torch.backends.mkldnn.flags(enabled=False):
+        if self.stream.heads is not None:  # numpy only: no torch context to pay for (~40 us)
             tokens = self._sample_tokens(params, generator or self.stream.generator, chord)
+        else:
+            with torch.inference_mode(), torch.backends.mkldnn.flags(enabled=False):
+                tokens = self._sample_tokens(params, generator or self.stream.generator, chord)
         return self.stream.tokenizer.decode(tokens, self.stream.tempo)[0]
 
     def _sample_tokens(self, params: SamplingParams, generator: torch.Generator, chord: Sequence[int]) -> np.ndarray:
-        next_note = self.stream.next
-        if next_note is None:
+        if self.stream.next is None:
             raise RuntimeError("feed at least one note before sampling")
+        logits, draw = next_logits(self.stream), Draws(self.stream, generator)
         session = self.session()
         w = self.weight(params, session)
         t, p = params.temperature, params.top_p
-        lstm_step = _probs(next_note.step_logits())
+        lstm_step = softmax(logits.step())
         step_mix = (1.0 - w) * lstm_step + w * session.step
         with np.errstate(divide="ignore"):
-            step = int(sample_logits(torch.from_numpy(np.log(step_mix))[None].to(self.stream.device), t, p, generator))
+            step = draw(0, np.log(step_mix), t, p)
         w_s = w * session.step[step] / step_mix[step] if step_mix[step] > 0 else w
-        device = self.stream.device
-        step_tensor = torch.tensor([step], device=device)
-        lstm_pitch = _probs(next_note.pitch_logits(step_tensor))
+        lstm_pitch = softmax(logits.pitch(step))
         pitch_mix = (1.0 - w_s) * lstm_pitch + w_s * session.pitch(step)
-        mask = self._mask(params)
-        if chord and step == 0:
-            chord_mask = mask.copy()
-            chord_mask[list(chord)] = -np.inf
-            if np.isfinite(chord_mask).any():
-                mask = chord_mask
+        mask = ban_chord(self._mask(params), step, chord)
         with np.errstate(divide="ignore"):
-            logits = np.log(pitch_mix) + mask
-        pitch = int(sample_logits(torch.from_numpy(logits)[None].to(device), t, p, generator))
-        pitch_tensor = torch.tensor([pitch], device=device)
-        duration = sample_logits(next_note.duration_logits(pitch_tensor), t, p, generator)
-        velocity = sample_logits(next_note.velocity_logits(duration), t, p, generator)
-        return np.array([[pitch, step, int(duration), int(velocity)]], dtype=np.int64)
+            pitch = draw(1, np.log(pitch_mix) + mask, t, p)
+        duration = draw(2, logits.duration(step, pitch), t, p)
+        velocity = draw(3, logits.velocity(step, pitch, duration), t, p)
+        return np.array([[pitch, step, duration, velocity]], dtype=np.int64)
 
     def _mask(self, params: SamplingParams) -> np.ndarray:
         key = (params.pitch_low, params.pitch_high)
@@ -224,7 +220,3 @@ class MemoryStream:
             mask = self._masks[key] = pitch_mask(*key).numpy().astype(np.float64)
         return mask
 
-
-def _probs(logits: torch.Tensor) -> np.ndarray:
-    """softmax of one row of logits (1, C) as float64 numpy, wherever the model runs."""
-    return torch.softmax(logits.double(), -1)[0].cpu().numpy()

@@ -152,22 +152,33 @@ class NoteLSTM(nn.Module):
             velocity=self.velocity_head(c_duration),
         )
 
-    def _linear_heads(self, h: torch.Tensor, target: torch.Tensor) -> Logits:
-        """``heads`` for one-Linear heads, computed in logit space (the same values, less work).
+    def linear_tables(self) -> tuple[torch.Tensor, ...]:
+        """The one-Linear heads packed in logit space: ``(weight, bias, from_step, from_pitch,
+        from_duration)``; ``_linear_heads`` and the CPU sampler (livegen.model.lean_heads) share it.
 
         A Linear head gives W·(h + e_step + ...) + b = W·h + b + (W·e_step) + ...: so one matmul
-        of h serves the four heads, and the already-chosen fields add rows of small tables W·E
-        (class -> logits) instead of three (..., hidden) sums feeding four matmuls.
+        of h serves the four heads (``weight`` stacks them in step, pitch, duration, velocity
+        order), and the already-chosen fields add rows of small tables W·E (class -> logits of
+        the later heads) instead of three (..., hidden) sums feeding four matmuls.
         """
         heads = (self.step_head[0], self.pitch_head[0], self.duration_head[0], self.velocity_head[0])
         weight = torch.cat([head.weight for head in heads])  # (step + pitch + duration + velocity classes, hidden)
         bias = torch.cat([head.bias for head in heads])
         n_p, n_s, n_d, n_v = self.sizes
-        step, pitch, duration, velocity = nn.functional.linear(h, weight, bias).split((n_s, n_p, n_d, n_v), -1)
         later = weight[n_s:]  # (pitch + duration + velocity classes, hidden): the heads after step
-        from_step = nn.functional.embedding(target[..., 1], self.cond_step.weight @ later.T)  # (..., p + d + v)
-        from_pitch = nn.functional.embedding(target[..., 0], self.cond_pitch.weight @ later[n_p:].T)  # (..., d + v)
-        from_duration = nn.functional.embedding(target[..., 2], self.cond_duration.weight @ later[n_p + n_d :].T)
+        from_step = self.cond_step.weight @ later.T  # (step classes, p + d + v)
+        from_pitch = self.cond_pitch.weight @ later[n_p:].T  # (128, d + v)
+        from_duration = self.cond_duration.weight @ later[n_p + n_d :].T  # (duration classes, v)
+        return weight, bias, from_step, from_pitch, from_duration
+
+    def _linear_heads(self, h: torch.Tensor, target: torch.Tensor) -> Logits:
+        """``heads`` for one-Linear heads, computed in logit space (the same values, less work)."""
+        weight, bias, step_table, pitch_table, duration_table = self.linear_tables()
+        n_p, n_s, n_d, n_v = self.sizes
+        step, pitch, duration, velocity = nn.functional.linear(h, weight, bias).split((n_s, n_p, n_d, n_v), -1)
+        from_step = nn.functional.embedding(target[..., 1], step_table)  # (..., p + d + v)
+        from_pitch = nn.functional.embedding(target[..., 0], pitch_table)  # (..., d + v)
+        from_duration = nn.functional.embedding(target[..., 2], duration_table)
         return Logits(
             step=step,
             pitch=pitch + from_step[..., :n_p],

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from livegen.model.lean import LeanStep
+from livegen.model.lean_heads import LeanHeads, numpy_pitch_mask
 from livegen.model.lstm import NextNote, NoteLSTM, State
 from livegen.model.sampling import SamplingParams, pitch_mask, sample_next
 from livegen.model.timebase import order_chords
@@ -60,6 +61,9 @@ class NoteStream:
         self._masks: dict[tuple[int, int], torch.Tensor] = {}
         # One note at a time on the CPU goes through packed numpy weights (see lean.py).
         self._lean = LeanStep(model) if self.device.type == "cpu" and not model.training else None
+        # ... and samples through packed numpy heads when they are single Linears (see lean_heads.py).
+        self.heads = LeanHeads(model) if self._lean is not None and model.config.head == "linear" else None
+        self._lean_masks: dict[tuple[int, int], np.ndarray] = {}
 
     @property
     def primed(self) -> bool:
@@ -94,7 +98,6 @@ class NoteStream:
             h, self.state = self.model.encode(tokens.unsqueeze(0), self.state)
             self.next = NextNote(self.model, h[:, -1])
 
-    @_streaming
     def sample(
         self, params: SamplingParams, generator: torch.Generator | None = None, chord: Sequence[int] = ()
     ) -> np.ndarray:
@@ -105,6 +108,17 @@ class NoteStream:
         """
         if self.next is None:
             raise RuntimeError("feed at least one note before sampling")
+        if self.heads is not None and self.next.h.shape[0] == 1:
+            key = (params.pitch_low, params.pitch_high)
+            mask = self._lean_masks.get(key)
+            if mask is None:
+                mask = self._lean_masks[key] = numpy_pitch_mask(*key)
+            tokens = self.heads.sample(self.next.h, params, generator or self.generator, mask, chord)
+            return self.tokenizer.decode(np.array([tokens]), self.tempo)[0]
+        return self._sample_torch(params, generator, chord)
+
+    @_streaming
+    def _sample_torch(self, params: SamplingParams, generator: torch.Generator | None, chord: Sequence[int]) -> np.ndarray:
         key = (params.pitch_low, params.pitch_high)
         mask = self._masks.get(key)
         if mask is None:

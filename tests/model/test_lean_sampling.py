@@ -1,0 +1,170 @@
+"""The numpy sampler (livegen.model.lean_heads) against the torch one it stands in for.
+
+Logits must match NextNote's heads to float32 rounding; draws cannot match (inverse CDF on one
+uniform per field, not torch.multinomial), so the distributions are compared by histogram.
+"""
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from factories import TINY_CONFIG, melody, tiny_model
+from livegen.model.checkpoint import load_model
+from livegen.model.lean_heads import LeanHeads, numpy_pitch_mask
+from livegen.model.sampling import SamplingParams, pitch_mask, sample_next
+from livegen.model.stream import NoteStream, continue_notes
+from livegen.notes import notes_to_array
+
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "default"
+LINEAR = dataclasses.replace(TINY_CONFIG, layers=1, head="linear", input_projection=False)
+
+
+def linear_model(seed: int = 0):
+    return tiny_model(seed, LINEAR)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_model(DEFAULT_MODEL, device="cpu")
+
+
+def primed(model, notes: int = 12) -> NoteStream:
+    stream = NoteStream(model, seed=0)
+    stream.feed(notes_to_array(melody(notes)))
+    return stream
+
+
+@pytest.mark.parametrize("which", ["tiny linear", "shipped default"])
+def test_lean_logits_equal_the_torch_heads(which, shipped):
+    model = linear_model() if which == "tiny linear" else shipped
+    stream = NoteStream(model, seed=0)
+    rows = notes_to_array(melody(10))
+    choices = torch.Generator().manual_seed(1)
+    n_p, n_s, n_d, _ = model.sizes
+    for i, fed in enumerate([rows[:3], *rows[3:]]):  # h from torch's batched pass, then from LeanStep
+        stream.feed(fed)
+        lean, torch_next = stream.heads.logits(stream.next.h), stream.next
+        step, pitch, duration = (int(torch.randint(0, n, (1,), generator=choices)) for n in (n_s, n_p, n_d))
+        with torch.no_grad():
+            expected = [torch_next.step_logits(), torch_next.pitch_logits(torch.tensor([step])),
+                        torch_next.duration_logits(torch.tensor([pitch])),
+                        torch_next.velocity_logits(torch.tensor([duration]))]
+        got = [lean.step(), lean.pitch(step), lean.duration(step, pitch), lean.velocity(step, pitch, duration)]
+        for name, a, b in zip(("step", "pitch", "duration", "velocity"), got, expected):
+            torch.testing.assert_close(torch.from_numpy(a), b[0], rtol=1e-4, atol=1e-4, msg=f"{name} at note {i}")
+
+
+def nucleus(logits: torch.Tensor, params: SamplingParams) -> np.ndarray:
+    """The exact distribution ``sample_logits`` draws from: softmax at the temperature, then the
+    classes kept while the mass before them (in descending order) is below top_p, renormalised."""
+    top_p = params.top_p
+    probs, order = torch.softmax(logits.double() / params.temperature, -1).sort(descending=True)
+    keep = (probs.cumsum(-1) - probs) < top_p
+    out = torch.zeros_like(probs)
+    out[order[keep]] = probs[keep]
+    return (out / out.sum()).numpy()
+
+
+@torch.inference_mode()
+def exact_step_and_pitch(stream: NoteStream, params: SamplingParams) -> tuple[np.ndarray, np.ndarray]:
+    """P(step) and the pitch marginal sum_s P(s) P(pitch | s) of the torch sampler, from NextNote."""
+    step = nucleus(stream.next.step_logits()[0], params)
+    mask = pitch_mask(params.pitch_low, params.pitch_high)
+    pitch = sum(p * nucleus(stream.next.pitch_logits(torch.tensor([s]))[0] + mask, params)
+                for s, p in enumerate(step) if p > 0)
+    return step, pitch
+
+
+def distance_to(exact: np.ndarray, draws: np.ndarray) -> tuple[float, float]:
+    """Total variation between ``draws``' histogram and ``exact``, and the bound it should stay
+    under: 1.5 times the distance sampling noise alone gives on average (sum_i E|p̂_i - p_i| / 2,
+    with E|p̂ - p| ~ sqrt(2 p (1 - p) / (pi n))), plus 0.01."""
+    n = len(draws)
+    observed = np.bincount(draws, minlength=len(exact)) / n
+    noise = 0.5 * float(np.sqrt(2 * exact * (1 - exact) / (np.pi * n)).sum())
+    return 0.5 * float(np.abs(observed - exact).sum()), 1.5 * noise + 0.01
+
+
+@pytest.mark.parametrize("temperature, top_p", [(1.0, 1.0), (1.0, 0.9), (0.6, 0.95)])
+@pytest.mark.parametrize("which", ["tiny linear", "shipped default"])
+def test_lean_draws_follow_the_torch_sampler_distribution(which, temperature, top_p, shipped):
+    """The lean sampler's step and pitch histograms (20000 draws) sit as close to the torch
+    sampler's exact distribution as sampling noise allows, and so do 3000 of torch's own draws."""
+    stream = primed(linear_model() if which == "tiny linear" else shipped)
+    params = SamplingParams(temperature=temperature, top_p=top_p)
+    generator = torch.Generator().manual_seed(1)
+    mask = numpy_pitch_mask(params.pitch_low, params.pitch_high)
+    lean = np.array([stream.heads.sample(stream.next.h, params, generator, mask) for _ in range(20000)])
+    torch_masks = pitch_mask(params.pitch_low, params.pitch_high)
+    reference = torch.cat([sample_next(stream.next, params, generator, torch_masks) for _ in range(3000)]).numpy()
+    step, pitch = exact_step_and_pitch(stream, params)
+    for name, column, exact in (("step", 1, step), ("pitch", 0, pitch)):
+        for sampler, draws in (("lean", lean), ("torch", reference)):
+            distance, bound = distance_to(exact, draws[:, column])
+            assert distance < bound, f"{sampler} {name}: total variation {distance:.3f} >= {bound:.3f}"
+    # nothing the nucleus cuts is ever drawn (top_p 0.9 does cut some step bins)
+    assert set(lean[:, 1].tolist()) <= set(np.flatnonzero(step).tolist())
+    assert top_p == 1.0 or np.count_nonzero(step) < len(step)
+
+
+def test_temperature_zero_is_the_torch_argmax(shipped):
+    for model in (linear_model(), chordy_model(), shipped):  # chordy: the chord rule at step 0
+        stream = NoteStream(model, seed=0)
+        for low, high in ((21, 108), (55, 60)):
+            params = SamplingParams(temperature=0.0, pitch_low=low, pitch_high=high)
+            for row in notes_to_array(melody(8)):
+                stream.feed(row)
+                chord = [int(row[0]), low]
+                lean = stream.heads.sample(stream.next.h, params, None, numpy_pitch_mask(low, high), chord)
+                expected = sample_next(stream.next, params, None, pitch_mask(low, high), chord)[0].tolist()
+                assert list(lean) == expected
+
+
+def chordy_model():
+    """A linear-head model that mostly answers with a zero step (a chord note)."""
+    model = linear_model()
+    with torch.no_grad():
+        model.step_head[0].bias[0] += 8.0
+    return model
+
+
+def test_pitch_range_and_chord_rule_hold():
+    stream = primed(chordy_model())
+    params = SamplingParams(temperature=1.5, pitch_low=48, pitch_high=53)
+    chord = [48, 50, 52]
+    rows = [stream.sample(params, chord=chord) for _ in range(300)]
+    assert all(48 <= row[0] <= 53 for row in rows)
+    chord_notes = [int(row[0]) for row in rows if row[1] == 0]
+    assert len(chord_notes) > 100 and not set(chord_notes) & set(chord)
+    later_notes = [int(row[0]) for row in rows if row[1] > 0]  # a later onset may repeat them
+    assert len(later_notes) > 20 and set(later_notes) & set(chord)
+    # a chord that fills the range bans nothing: the range's pitches still sound
+    full = SamplingParams(pitch_low=48, pitch_high=50)
+    pitches = {int(stream.sample(full, chord=[48, 49, 50])[0]) for _ in range(100)}
+    assert pitches and pitches <= {48, 49, 50}
+
+
+def test_the_same_seed_gives_the_same_notes():
+    model = linear_model()
+    assert NoteStream(model).heads is not None
+    a = continue_notes(model, melody(8), 50, seed=11)
+    b = continue_notes(model, melody(8), 50, seed=11)
+    c = continue_notes(model, melody(8), 50, seed=12)
+    assert a == b and a != c
+
+
+def test_only_cpu_eval_linear_heads_take_the_lean_path(monkeypatch):
+    calls = []
+    original = LeanHeads.sample
+    monkeypatch.setattr(LeanHeads, "sample", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    mlp = primed(tiny_model())  # TINY_CONFIG has mlp heads
+    assert mlp.heads is None
+    rows = [mlp.sample(SamplingParams(pitch_low=40, pitch_high=70)) for _ in range(20)]
+    assert all(40 <= row[0] <= 70 for row in rows) and not calls
+    assert NoteStream(linear_model().train()).heads is None  # training: torch's step and heads
+    linear = primed(linear_model())
+    linear.sample(SamplingParams())
+    assert calls == [1]
