@@ -137,3 +137,24 @@ def test_bad_input_gives_one_clear_line_and_exit_code_2_through_the_real_cli(tmp
         assert lines[0].startswith("livegen generate: error: ") and expected in lines[0], (name, lines[0])
         assert "Traceback" not in result.stderr
         assert not (tmp_path / "o.mid").exists()
+
+
+def test_the_command_line_runs_numpy_blas_on_one_thread():
+    """numpy's OpenBLAS with two threads costs the lean step milliseconds whenever another process
+    holds a core (livegen/cli.py): the entry point must set one thread before numpy loads."""
+    import os
+
+    probe = (
+        "import os, ctypes, livegen.cli, numpy\n"
+        "libs = {l.split()[-1] for l in open('/proc/self/maps') if 'openblas' in l}\n"
+        "lib = ctypes.CDLL(libs.pop()) if libs else None\n"
+        "get = lib and next((getattr(lib, n) for n in ('scipy_openblas_get_num_threads64_', "
+        "'openblas_get_num_threads64_', 'openblas_get_num_threads') if hasattr(lib, n)), None)\n"
+        "print(os.environ['OPENBLAS_NUM_THREADS'], get() if get else 'unknown')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True).stdout.split()
+    assert out[0] == "1"
+    if out[1] == "unknown":
+        pytest.skip("numpy's OpenBLAS does not say its thread count here")
+    assert out[1] == "1"
