@@ -53,26 +53,50 @@ def blend_weight(knob: float, confidence: float, adaptive: bool = True) -> float
     return float(1.0 / (1.0 + np.exp(-logit)))
 
 
+class StepBins:
+    """Which of a model's step bins each rhythm class of the memory falls in, per tempo.
+
+    Why: the bins depend only on the memory's unit and the stream's unit, which repeat (each is
+    a median of recent steps), so they are computed once per pair (a bounded cache) instead of
+    per note.  ``sums[b]`` is 1 for the classes in bin ``b``: P(bin) = sums @ P(class)."""
+
+    LIMIT = 256  # unit pairs kept; a free-tempo session can make many, so the cache starts over
+
+    def __init__(self, memory: SessionMemory, tokenizer: Tokenizer) -> None:
+        self.memory, self.tokenizer = memory, tokenizer
+        self._cache: dict[tuple[float, float], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def __call__(self, prediction: Prediction, unit: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(bins (rhythms,), sums (step bins, rhythms), occupied (step bins,) bool) at these units."""
+        key = (prediction.unit, unit)
+        found = self._cache.get(key)
+        if found is None:
+            seconds = self.memory.step_seconds(prediction)
+            tokenizer = self.tokenizer
+            bins = tokenizer.encode_step(seconds, unit) if tokenizer.relative else tokenizer.encode_step(seconds)
+            bins = np.asarray(bins, dtype=np.int64)
+            sums = np.zeros((tokenizer.config.step_bins, len(bins)))
+            sums[bins, np.arange(len(bins))] = 1.0
+            if len(self._cache) >= self.LIMIT:
+                self._cache.clear()
+            found = self._cache[key] = (bins, sums, sums.any(axis=1))
+        return found
+
+
 class SessionDistributions:
     """The session model's next-note distributions over a model's step bins and 128 pitches."""
 
-    def __init__(self, prediction: Prediction, memory: SessionMemory, tokenizer: Tokenizer, unit: float) -> None:
+    def __init__(self, prediction: Prediction, memory: SessionMemory, tokenizer: Tokenizer, unit: float,
+                 step_bins: StepBins | None = None) -> None:
         self.prediction = prediction
-        c = memory.config
-        seconds = memory.step_seconds(prediction)
-        if tokenizer.relative:
-            bins = tokenizer.encode_step(seconds, unit)
-        else:
-            bins = tokenizer.encode_step(seconds)
-        self.bins = np.asarray(bins, dtype=np.int64)  # (rhythms,) the model's step bin of each rhythm class
-        self.step = np.bincount(self.bins, weights=prediction.probs.sum(axis=0), minlength=tokenizer.config.step_bins)
-        self._interval_limit = c.interval_limit
+        self.bins, self._sums, self._occupied = (step_bins or StepBins(memory, tokenizer))(prediction, unit)
+        self.step = self._sums @ prediction.probs.sum(axis=0)  # (step bins,) P(bin)
+        self._interval_limit = memory.config.interval_limit
 
     def pitch(self, step_bin: int) -> np.ndarray:
         """P(pitch | step bin) (128,): the intervals of the rhythm classes in that bin, from the last pitch."""
         probs = self.prediction.probs
-        columns = self.bins == step_bin
-        intervals = probs[:, columns].sum(axis=1) if columns.any() else probs.sum(axis=1)
+        intervals = probs @ self._sums[step_bin] if self._occupied[step_bin] else probs.sum(axis=1)
         return interval_pitches(intervals, self.prediction.last_pitch, self._interval_limit, PITCH_FLOOR)
 
 
@@ -86,6 +110,7 @@ class MemoryStream:
         self._cursor = None  # an answer's own position in the memory; None: the learning cursor
         self._learns = True
         self._masks: dict[tuple[int, int], np.ndarray] = {}
+        self._step_bins = StepBins(memory, stream.tokenizer)  # shared with forks (same memory, same model)
 
     # the NoteStream's surface, for the daemon, harmonize's voicing and the benchmarks
     @property
@@ -153,7 +178,10 @@ class MemoryStream:
     def session(self) -> SessionDistributions:
         """The session model's distributions for the next note of this stream."""
         prediction = self.memory.predict(self._cursor)
-        return SessionDistributions(prediction, self.memory, self.stream.tokenizer, self.stream.tempo.unit)
+        if self._step_bins.memory is not self.memory or self._step_bins.tokenizer is not self.stream.tokenizer:
+            self._step_bins = StepBins(self.memory, self.stream.tokenizer)  # (tests swap them)
+        return SessionDistributions(prediction, self.memory, self.stream.tokenizer, self.stream.tempo.unit,
+                                    self._step_bins)
 
     def weight(self, params: SamplingParams, session: SessionDistributions) -> float:
         return blend_weight(params.memory, session.prediction.confidence, self.adaptive)

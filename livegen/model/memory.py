@@ -116,16 +116,16 @@ class Prediction:
 def interval_pitches(intervals: np.ndarray, last_pitch: int | None, limit: int, floor: float = 1e-4) -> np.ndarray:
     """P(pitch) (128,) from P(interval) (2 * limit + 1,) after ``last_pitch``; ``floor`` of the
     mass is spread over every pitch, so no pitch is impossible (uniform without a last pitch)."""
-    out = np.zeros(128)
-    if last_pitch is not None and intervals.sum() > 0:
-        low = last_pitch - limit
-        first, stop = max(low, 0), min(last_pitch + limit + 1, 128)
-        out[first:stop] = intervals[first - low : stop - low]
-    total = out.sum()
-    if total <= 0:
+    if last_pitch is None:
         return np.full(128, 1.0 / 128)
-    out *= (1.0 - floor) / total
-    out += floor / 128.0
+    low = last_pitch - limit
+    first, stop = max(low, 0), min(last_pitch + limit + 1, 128)
+    reachable = intervals[first - low : stop - low]  # (probabilities are >= 0: a zero sum is all zeros)
+    total = reachable.sum()
+    if not total > 0:
+        return np.full(128, 1.0 / 128)
+    out = np.full(128, floor / 128.0)
+    out[first:stop] += reachable * ((1.0 - floor) / total)
     return out
 
 
