@@ -27,6 +27,7 @@ import math
 import os
 import tempfile
 import threading
+from collections import deque
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -145,8 +146,8 @@ class SessionMemory:
         """Forget everything (the CC, ``--memory-reset``, a preset with ``memory_reset``)."""
         c = self.config
         with self._lock:
-            self._history: list[int] = []  # symbols, oldest first (BREAK between sessions)
-            self._keys: list[int] = []  # config.key of each symbol of _history (what contexts are made of)
+            self._history: deque[int] = deque()  # symbols, oldest first (BREAK between sessions)
+            self._keys: deque[int] = deque()  # config.key of each symbol of _history (what contexts are made of)
             self._tables: list[dict[tuple[int, ...], list]] = [dict() for _ in range(c.order + 1)]  # [k][ctx] = [total, {sym: n}]
             self._unigram = np.zeros(c.symbols)
             self._unigram_total = 0  # _unigram.sum() and np.count_nonzero(_unigram), kept as it changes
@@ -177,22 +178,23 @@ class SessionMemory:
 
     def advance(self, cursor: Cursor, rows: np.ndarray) -> list[int]:
         """Move ``cursor`` over note rows (N, 4); returns their symbols (nothing is counted)."""
-        out = []
-        for row in np.asarray(rows, dtype=np.float64).reshape(-1, 4):
+        out, c = [], self.config
+        for row in np.asarray(rows, dtype=np.float64).reshape(-1, 4).tolist():  # Python floats: cheaper per field
             symbol = self.symbol(cursor, row)
             if symbol is not None:
                 out.append(symbol)
-                cursor.context = (cursor.context + [self.config.key(symbol)])[-self.config.order:]
-            cursor.last_pitch = min(max(int(round(float(row[PITCH]))), 0), 127)
-            cursor.tempo.push(float(row[STEP]))
+                cursor.context = (cursor.context + [c.key(symbol)])[-c.order:]
+            cursor.last_pitch = min(max(int(round(row[PITCH])), 0), 127)
+            cursor.tempo.push(row[STEP])
         return out
 
     def observe(self, rows: np.ndarray) -> None:
         """Learn the player's notes (N, 4) in onset order."""
+        rows = np.asarray(rows, dtype=np.float64).reshape(-1, 4)
         with self._lock:
             for symbol in self.advance(self.cursor, rows):
                 self._append(symbol)
-            self.notes_seen += len(np.asarray(rows).reshape(-1, 4))
+            self.notes_seen += len(rows)
 
     def _append(self, symbol: int) -> None:
         history = self._history
@@ -201,8 +203,8 @@ class SessionMemory:
         self._count(len(history) - 1, +1)
         while len(history) > self.config.capacity:
             self._count(0, -1, forget=True)
-            history.pop(0)
-            self._keys.pop(0)
+            history.popleft()
+            self._keys.popleft()
 
     def _count(self, j: int, delta: int, forget: bool = False) -> None:
         """Add (or remove) the n-grams ending at position j; ``forget``: those *starting* at j = 0.
@@ -210,26 +212,25 @@ class SessionMemory:
         The gram of order k is the one of order k - 1 and one more symbol (before it, or after
         it when forgetting), so only that symbol is checked for a BREAK."""
         history, keys, tables = self._history, self._keys, self._tables
-        for k in range(self.config.order + 1):
-            if forget:
-                if k >= len(history):
+        nxt = history[0 if forget else j]
+        if nxt == BREAK:
+            return
+        unigram = self._unigram
+        before = float(unigram[nxt])
+        unigram[nxt] = before + delta
+        self._unigram_total += delta
+        self._unigram_distinct += (before + delta > 0) - (before > 0)
+        context: tuple[int, ...] = ()
+        for k in range(1, self.config.order + 1):
+            if forget:  # the grams history[0 .. k]: the context grows at its end
+                if k >= len(history) or history[k] == BREAK:
                     break
-                new, nxt, context = history[k], history[k], keys[:k]
-            else:
-                if j - k < 0:
+                nxt, context = history[k], context + (keys[k - 1],)
+            else:  # the grams history[j - k .. j]: the context grows at its start
+                if j - k < 0 or history[j - k] == BREAK:
                     break
-                new, nxt, context = history[j - k], history[j], keys[j - k : j]
-            if new == BREAK:
-                break
-            if k == 0:
-                unigram = self._unigram
-                before = float(unigram[nxt])
-                unigram[nxt] = before + delta
-                self._unigram_total += delta
-                self._unigram_distinct += (before + delta > 0) - (before > 0)
-                continue
+                context = (keys[j - k],) + context
             table = tables[k]
-            context = tuple(context)
             entry = table.get(context)
             if entry is None:
                 entry = table[context] = [0, {}]
