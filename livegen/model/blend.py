@@ -23,6 +23,7 @@ answer but learns nothing, ``sample`` blends with ``params.memory``.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -49,8 +50,8 @@ def blend_weight(knob: float, confidence: float, adaptive: bool = True) -> float
     """
     if knob <= 0.0 or knob >= 1.0 or not adaptive:
         return min(max(knob, 0.0), 1.0)
-    logit = np.log(knob / (1.0 - knob)) + CONFIDENCE_GAIN * (confidence - CONFIDENCE_NEUTRAL)
-    return float(1.0 / (1.0 + np.exp(-logit)))
+    logit = math.log(knob / (1.0 - knob)) + CONFIDENCE_GAIN * (confidence - CONFIDENCE_NEUTRAL)
+    return 1.0 / (1.0 + math.exp(min(-logit, 700.0)))  # (math, not numpy: scalars; 700 keeps exp finite)
 
 
 class StepBins:
@@ -109,7 +110,7 @@ class MemoryStream:
         self.adaptive = adaptive
         self._cursor = None  # an answer's own position in the memory; None: the learning cursor
         self._learns = True
-        self._masks: dict[tuple[int, int], np.ndarray] = {}
+        self._masks: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._step_bins = StepBins(memory, stream.tokenizer)  # shared with forks (same memory, same model)
 
     # the NoteStream's surface, for the daemon, harmonize's voicing and the benchmarks
@@ -227,24 +228,28 @@ class MemoryStream:
         session = self.session()
         w = self.weight(params, session)
         t, p = params.temperature, params.top_p
-        lstm_step = softmax(logits.step())
-        step_mix = (1.0 - w) * lstm_step + w * session.step
-        with np.errstate(divide="ignore"):
-            step = draw(0, np.log(step_mix), t, p)
+        step_mix = softmax(logits.step())
+        step_mix *= 1.0 - w
+        step_mix += w * session.step
+        step = draw.from_probs(0, step_mix, t, p)
         w_s = w * session.step[step] / step_mix[step] if step_mix[step] > 0 else w
-        lstm_pitch = softmax(logits.pitch(step))
-        pitch_mix = (1.0 - w_s) * lstm_pitch + w_s * session.pitch(step)
-        mask = ban_chord(self._mask(params), step, chord)
-        with np.errstate(divide="ignore"):
-            pitch = draw(1, np.log(pitch_mix) + mask, t, p)
+        pitch_mix = softmax(logits.pitch(step))
+        pitch_mix *= 1.0 - w_s
+        pitch_mix += w_s * session.pitch(step)
+        mask, allowed = self._mask(params)
+        banned = ban_chord(mask, step, chord)
+        pitch_mix *= allowed if banned is mask else np.isfinite(banned)  # the additive mask, on probabilities
+        pitch = draw.from_probs(1, pitch_mix, t, p)
         duration = draw(2, logits.duration(step, pitch), t, p)
         velocity = draw(3, logits.velocity(step, pitch, duration), t, p)
         return np.array([[pitch, step, duration, velocity]], dtype=np.int64)
 
-    def _mask(self, params: SamplingParams) -> np.ndarray:
+    def _mask(self, params: SamplingParams) -> tuple[np.ndarray, np.ndarray]:
+        """The pitch range as an additive mask (0 or -inf) and as a factor (1 or 0)."""
         key = (params.pitch_low, params.pitch_high)
-        mask = self._masks.get(key)
-        if mask is None:
-            mask = self._masks[key] = pitch_mask(*key).numpy().astype(np.float64)
-        return mask
+        masks = self._masks.get(key)
+        if masks is None:
+            mask = pitch_mask(*key).numpy().astype(np.float64)
+            masks = self._masks[key] = (mask, np.isfinite(mask).astype(np.float64))
+        return masks
 

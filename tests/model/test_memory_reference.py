@@ -3,7 +3,7 @@
 Why: SessionMemory.predict and SessionDistributions are computed incrementally and in a
 rearranged order for speed; these references recount everything from the remembered symbols
 each time, so a fast path that drifts from the definition (forgetting, BREAKs, forks, the dense
-follower path, the step-bin cache) fails here.
+follower path, the step-bin cache, the draws from probabilities) fails here.
 """
 
 from collections import Counter
@@ -13,6 +13,8 @@ import pytest
 import torch
 
 from livegen.model.blend import PITCH_FLOOR, MemoryStream
+from livegen.model.fields import Draws
+from livegen.model.lean_heads import draw
 from livegen.model.lstm import NoteLSTM, NoteLSTMConfig
 from livegen.model.memory import BREAK, DENSE_FOLLOWERS, MemoryConfig, SessionMemory
 from livegen.model.stream import NoteStream
@@ -141,3 +143,15 @@ def test_session_distributions_equal_the_direct_computation(tokens):
                     np.testing.assert_allclose(session.step, step, rtol=1e-12, atol=1e-15)
                     for b in range(len(step)):  # bins with and without a rhythm class in them
                         np.testing.assert_allclose(session.pitch(b), pitch(b), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("temperature, top_p", [(1.0, 1.0), (0.7, 0.9), (0.0, 1.0)])
+def test_draws_from_probabilities_are_the_draws_from_their_logs(temperature, top_p):
+    stream = NoteStream(small_model(TokenConfig.relative_default()), seed=0)
+    stream.feed(random_rows(np.random.default_rng(0), 4, 2))
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        probs = rng.random(40) * (rng.random(40) < 0.7)  # unnormalised, some zero (masked)
+        draws = Draws(stream, stream.generator)
+        with np.errstate(divide="ignore"):
+            assert draws.from_probs(1, probs, temperature, top_p) == draw(np.log(probs), temperature, top_p, draws.uniforms[1])
