@@ -31,7 +31,7 @@ import torch
 
 from livegen.model.fields import Draws, next_logits, softmax
 from livegen.model.lean_heads import ban_chord
-from livegen.model.memory import Prediction, SessionMemory, interval_pitches
+from livegen.model.memory import Prediction, SessionMemory, add_interval_pitches
 from livegen.model.params import SamplingParams
 from livegen.model.sampling import pitch_mask
 from livegen.model.stream import NoteStream, make_generator
@@ -96,9 +96,13 @@ class SessionDistributions:
 
     def pitch(self, step_bin: int) -> np.ndarray:
         """P(pitch | step bin) (128,): the intervals of the rhythm classes in that bin, from the last pitch."""
+        return self.add_pitch(np.zeros(128), 1.0, step_bin)
+
+    def add_pitch(self, out: np.ndarray, weight: float, step_bin: int) -> np.ndarray:
+        """``out += weight · pitch(step_bin)`` in place (the sampler's mixture, without a temporary)."""
         probs = self.prediction.probs
         intervals = probs @ self._sums[step_bin] if self._occupied[step_bin] else probs.sum(axis=1)
-        return interval_pitches(intervals, self.prediction.last_pitch, self._interval_limit, PITCH_FLOOR)
+        return add_interval_pitches(out, weight, intervals, self.prediction.last_pitch, self._interval_limit, PITCH_FLOOR)
 
 
 class MemoryStream:
@@ -228,14 +232,11 @@ class MemoryStream:
         session = self.session()
         w = self.weight(params, session)
         t, p = params.temperature, params.top_p
-        step_mix = softmax(logits.step())
-        step_mix *= 1.0 - w
+        step_mix = softmax(logits.step(), 1.0 - w)
         step_mix += w * session.step
         step = draw.from_probs(0, step_mix, t, p)
         w_s = w * session.step[step] / step_mix[step] if step_mix[step] > 0 else w
-        pitch_mix = softmax(logits.pitch(step))
-        pitch_mix *= 1.0 - w_s
-        pitch_mix += w_s * session.pitch(step)
+        pitch_mix = session.add_pitch(softmax(logits.pitch(step), 1.0 - w_s), w_s, step)
         mask, allowed = self._mask(params)
         banned = ban_chord(mask, step, chord)
         pitch_mix *= allowed if banned is mask else np.isfinite(banned)  # the additive mask, on probabilities

@@ -85,10 +85,10 @@ class Draws:
             return self(field, np.log(probs), temperature, top_p)
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """float64 probabilities of one row of logits."""
+def softmax(logits: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """float64 probabilities of one row of logits, times ``scale`` (a mixture's share, in the same pass)."""
     probs = logits.astype(np.float64)
     probs -= probs.max()
     np.exp(probs, out=probs)
-    probs /= probs.sum()
+    probs *= scale / probs.sum()
     return probs

@@ -117,16 +117,22 @@ class Prediction:
 def interval_pitches(intervals: np.ndarray, last_pitch: int | None, limit: int, floor: float = 1e-4) -> np.ndarray:
     """P(pitch) (128,) from P(interval) (2 * limit + 1,) after ``last_pitch``; ``floor`` of the
     mass is spread over every pitch, so no pitch is impossible (uniform without a last pitch)."""
-    if last_pitch is None:
-        return np.full(128, 1.0 / 128)
-    low = last_pitch - limit
-    first, stop = max(low, 0), min(last_pitch + limit + 1, 128)
-    reachable = intervals[first - low : stop - low]  # (probabilities are >= 0: a zero sum is all zeros)
-    total = reachable.sum()
-    if not total > 0:
-        return np.full(128, 1.0 / 128)
-    out = np.full(128, floor / 128.0)
-    out[first:stop] += reachable * ((1.0 - floor) / total)
+    return add_interval_pitches(np.zeros(128), 1.0, intervals, last_pitch, limit, floor)
+
+
+def add_interval_pitches(out: np.ndarray, weight: float, intervals: np.ndarray, last_pitch: int | None,
+                         limit: int, floor: float = 1e-4) -> np.ndarray:
+    """``out += weight · interval_pitches(intervals, ...)`` in place: a mixture in four array operations."""
+    if last_pitch is not None:
+        low = last_pitch - limit
+        first, stop = max(low, 0), min(last_pitch + limit + 1, 128)
+        reachable = intervals[first - low : stop - low]  # (probabilities are >= 0: a zero sum is all zeros)
+        total = reachable.sum()
+        if total > 0:
+            out += weight * floor / 128.0
+            out[first:stop] += reachable * (weight * (1.0 - floor) / total)
+            return out
+    out += weight / 128.0
     return out
 
 
@@ -256,10 +262,9 @@ class SessionMemory:
         c = self.config
         with self._lock:
             cursor = cursor or self.cursor
-            context = cursor.context
-            matched = []
+            context, tables, matched = tuple(cursor.context), self._tables, []
             for k in range(1, min(c.order, len(context)) + 1):
-                entry = self._tables[k].get(tuple(context[-k:]))
+                entry = tables[k].get(context[-k:])
                 if entry is None:
                     break
                 matched.append(entry)
