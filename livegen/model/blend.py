@@ -184,7 +184,7 @@ class MemoryStream:
         """The session model's distributions for the next note of this stream."""
         prediction = self.memory.predict(self._cursor)
         if self._step_bins.memory is not self.memory or self._step_bins.tokenizer is not self.stream.tokenizer:
-            self._step_bins = StepBins(self.memory, self.stream.tokenizer)  # (tests swap them)
+            self._step_bins = StepBins(self.memory, self.stream.tokenizer)  # public attributes: one may be swapped
         return SessionDistributions(prediction, self.memory, self.stream.tokenizer, self.stream.tempo.unit,
                                     self._step_bins)
 
