@@ -23,6 +23,7 @@ answer but learns nothing, ``sample`` blends with ``params.memory``.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -30,7 +31,7 @@ import torch
 
 from livegen.model.fields import Draws, next_logits, softmax
 from livegen.model.lean_heads import ban_chord
-from livegen.model.memory import Prediction, SessionMemory, interval_pitches
+from livegen.model.memory import Prediction, SessionMemory, add_interval_pitches
 from livegen.model.params import SamplingParams
 from livegen.model.sampling import pitch_mask
 from livegen.model.stream import NoteStream, make_generator
@@ -49,31 +50,59 @@ def blend_weight(knob: float, confidence: float, adaptive: bool = True) -> float
     """
     if knob <= 0.0 or knob >= 1.0 or not adaptive:
         return min(max(knob, 0.0), 1.0)
-    logit = np.log(knob / (1.0 - knob)) + CONFIDENCE_GAIN * (confidence - CONFIDENCE_NEUTRAL)
-    return float(1.0 / (1.0 + np.exp(-logit)))
+    logit = math.log(knob / (1.0 - knob)) + CONFIDENCE_GAIN * (confidence - CONFIDENCE_NEUTRAL)
+    return 1.0 / (1.0 + math.exp(min(-logit, 700.0)))  # (math, not numpy: scalars; 700 keeps exp finite)
+
+
+class StepBins:
+    """Which of a model's step bins each rhythm class of the memory falls in, per tempo.
+
+    Why: the bins depend only on the memory's unit and the stream's unit, which repeat (each is
+    a median of recent steps), so they are computed once per pair (a bounded cache) instead of
+    per note.  ``sums[b]`` is 1 for the classes in bin ``b``: P(bin) = sums @ P(class)."""
+
+    LIMIT = 256  # unit pairs kept; a free-tempo session can make many, so the cache starts over
+
+    def __init__(self, memory: SessionMemory, tokenizer: Tokenizer) -> None:
+        self.memory, self.tokenizer = memory, tokenizer
+        self._cache: dict[tuple[float, float], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def __call__(self, prediction: Prediction, unit: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(bins (rhythms,), sums (step bins, rhythms), occupied (step bins,) bool) at these units."""
+        key = (prediction.unit, unit)
+        found = self._cache.get(key)
+        if found is None:
+            seconds = self.memory.step_seconds(prediction)
+            tokenizer = self.tokenizer
+            bins = tokenizer.encode_step(seconds, unit) if tokenizer.relative else tokenizer.encode_step(seconds)
+            bins = np.asarray(bins, dtype=np.int64)
+            sums = np.zeros((tokenizer.config.step_bins, len(bins)))
+            sums[bins, np.arange(len(bins))] = 1.0
+            if len(self._cache) >= self.LIMIT:
+                self._cache.clear()
+            found = self._cache[key] = (bins, sums, sums.any(axis=1))
+        return found
 
 
 class SessionDistributions:
     """The session model's next-note distributions over a model's step bins and 128 pitches."""
 
-    def __init__(self, prediction: Prediction, memory: SessionMemory, tokenizer: Tokenizer, unit: float) -> None:
+    def __init__(self, prediction: Prediction, memory: SessionMemory, tokenizer: Tokenizer, unit: float,
+                 step_bins: StepBins | None = None) -> None:
         self.prediction = prediction
-        c = memory.config
-        seconds = memory.step_seconds(prediction)
-        if tokenizer.relative:
-            bins = tokenizer.encode_step(seconds, unit)
-        else:
-            bins = tokenizer.encode_step(seconds)
-        self.bins = np.asarray(bins, dtype=np.int64)  # (rhythms,) the model's step bin of each rhythm class
-        self.step = np.bincount(self.bins, weights=prediction.probs.sum(axis=0), minlength=tokenizer.config.step_bins)
-        self._interval_limit = c.interval_limit
+        self.bins, self._sums, self._occupied = (step_bins or StepBins(memory, tokenizer))(prediction, unit)
+        self.step = self._sums @ prediction.probs.sum(axis=0)  # (step bins,) P(bin)
+        self._interval_limit = memory.config.interval_limit
 
     def pitch(self, step_bin: int) -> np.ndarray:
         """P(pitch | step bin) (128,): the intervals of the rhythm classes in that bin, from the last pitch."""
+        return self.add_pitch(np.zeros(128), 1.0, step_bin)
+
+    def add_pitch(self, out: np.ndarray, weight: float, step_bin: int) -> np.ndarray:
+        """``out += weight · pitch(step_bin)`` in place (the sampler's mixture, without a temporary)."""
         probs = self.prediction.probs
-        columns = self.bins == step_bin
-        intervals = probs[:, columns].sum(axis=1) if columns.any() else probs.sum(axis=1)
-        return interval_pitches(intervals, self.prediction.last_pitch, self._interval_limit, PITCH_FLOOR)
+        intervals = probs @ self._sums[step_bin] if self._occupied[step_bin] else probs.sum(axis=1)
+        return add_interval_pitches(out, weight, intervals, self.prediction.last_pitch, self._interval_limit, PITCH_FLOOR)
 
 
 class MemoryStream:
@@ -85,7 +114,8 @@ class MemoryStream:
         self.adaptive = adaptive
         self._cursor = None  # an answer's own position in the memory; None: the learning cursor
         self._learns = True
-        self._masks: dict[tuple[int, int], np.ndarray] = {}
+        self._masks: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._step_bins = StepBins(memory, stream.tokenizer)  # shared with forks (same memory, same model)
 
     # the NoteStream's surface, for the daemon, harmonize's voicing and the benchmarks
     @property
@@ -153,7 +183,10 @@ class MemoryStream:
     def session(self) -> SessionDistributions:
         """The session model's distributions for the next note of this stream."""
         prediction = self.memory.predict(self._cursor)
-        return SessionDistributions(prediction, self.memory, self.stream.tokenizer, self.stream.tempo.unit)
+        if self._step_bins.memory is not self.memory or self._step_bins.tokenizer is not self.stream.tokenizer:
+            self._step_bins = StepBins(self.memory, self.stream.tokenizer)  # public attributes: one may be swapped
+        return SessionDistributions(prediction, self.memory, self.stream.tokenizer, self.stream.tempo.unit,
+                                    self._step_bins)
 
     def weight(self, params: SamplingParams, session: SessionDistributions) -> float:
         return blend_weight(params.memory, session.prediction.confidence, self.adaptive)
@@ -199,24 +232,25 @@ class MemoryStream:
         session = self.session()
         w = self.weight(params, session)
         t, p = params.temperature, params.top_p
-        lstm_step = softmax(logits.step())
-        step_mix = (1.0 - w) * lstm_step + w * session.step
-        with np.errstate(divide="ignore"):
-            step = draw(0, np.log(step_mix), t, p)
+        step_mix = softmax(logits.step(), 1.0 - w)
+        step_mix += w * session.step
+        step = draw.from_probs(0, step_mix, t, p)
         w_s = w * session.step[step] / step_mix[step] if step_mix[step] > 0 else w
-        lstm_pitch = softmax(logits.pitch(step))
-        pitch_mix = (1.0 - w_s) * lstm_pitch + w_s * session.pitch(step)
-        mask = ban_chord(self._mask(params), step, chord)
-        with np.errstate(divide="ignore"):
-            pitch = draw(1, np.log(pitch_mix) + mask, t, p)
+        pitch_mix = session.add_pitch(softmax(logits.pitch(step), 1.0 - w_s), w_s, step)
+        mask, allowed = self._mask(params)
+        banned = ban_chord(mask, step, chord)
+        pitch_mix *= allowed if banned is mask else np.isfinite(banned)  # the additive mask, on probabilities
+        pitch = draw.from_probs(1, pitch_mix, t, p)
         duration = draw(2, logits.duration(step, pitch), t, p)
         velocity = draw(3, logits.velocity(step, pitch, duration), t, p)
         return np.array([[pitch, step, duration, velocity]], dtype=np.int64)
 
-    def _mask(self, params: SamplingParams) -> np.ndarray:
+    def _mask(self, params: SamplingParams) -> tuple[np.ndarray, np.ndarray]:
+        """The pitch range as an additive mask (0 or -inf) and as a factor (1 or 0)."""
         key = (params.pitch_low, params.pitch_high)
-        mask = self._masks.get(key)
-        if mask is None:
-            mask = self._masks[key] = pitch_mask(*key).numpy().astype(np.float64)
-        return mask
+        masks = self._masks.get(key)
+        if masks is None:
+            mask = pitch_mask(*key).numpy().astype(np.float64)
+            masks = self._masks[key] = (mask, np.isfinite(mask).astype(np.float64))
+        return masks
 

@@ -73,11 +73,22 @@ class Draws:
         batch = torch.from_numpy(logits)[None].to(self.device)
         return int(sample_logits(batch, temperature, top_p, self.generator))
 
+    def from_probs(self, field: int, probs: np.ndarray, temperature: float, top_p: float) -> int:
+        """The draw ``self(field, log(probs), ...)`` makes, from probabilities (>= 0, not all 0).
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """float64 probabilities of one row of logits."""
+        Why: a mixture is made of probabilities; at temperature 1 without top-p the lean draw's
+        log and exp cancel, so the inverse CDF reads them directly (the same distribution)."""
+        if self.uniforms is not None and temperature == 1.0 and top_p >= 1.0:
+            cdf = probs.cumsum()
+            return min(int(cdf.searchsorted(self.uniforms[field] * cdf[-1], "right")), len(cdf) - 1)
+        with np.errstate(divide="ignore"):
+            return self(field, np.log(probs), temperature, top_p)
+
+
+def softmax(logits: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """float64 probabilities of one row of logits, times ``scale`` (a mixture's share, in the same pass)."""
     probs = logits.astype(np.float64)
     probs -= probs.max()
     np.exp(probs, out=probs)
-    probs /= probs.sum()
+    probs *= scale / probs.sum()
     return probs

@@ -27,6 +27,7 @@ import math
 import os
 import tempfile
 import threading
+from collections import deque
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from livegen.notes import PITCH, STEP
 FORMAT = "livegen-memory"
 FORMAT_VERSION = 1
 BREAK = -1  # a symbol that ends every context: a session boundary in a loaded memory
+DENSE_FOLLOWERS = 12  # a context with more followers adds them as one numpy operation (measured)
 
 
 class MemoryFileError(LivegenError, ValueError):
@@ -115,16 +117,22 @@ class Prediction:
 def interval_pitches(intervals: np.ndarray, last_pitch: int | None, limit: int, floor: float = 1e-4) -> np.ndarray:
     """P(pitch) (128,) from P(interval) (2 * limit + 1,) after ``last_pitch``; ``floor`` of the
     mass is spread over every pitch, so no pitch is impossible (uniform without a last pitch)."""
-    out = np.zeros(128)
-    if last_pitch is not None and intervals.sum() > 0:
+    return add_interval_pitches(np.zeros(128), 1.0, intervals, last_pitch, limit, floor)
+
+
+def add_interval_pitches(out: np.ndarray, weight: float, intervals: np.ndarray, last_pitch: int | None,
+                         limit: int, floor: float = 1e-4) -> np.ndarray:
+    """``out += weight · interval_pitches(intervals, ...)`` in place: a mixture in four array operations."""
+    if last_pitch is not None:
         low = last_pitch - limit
         first, stop = max(low, 0), min(last_pitch + limit + 1, 128)
-        out[first:stop] = intervals[first - low : stop - low]
-    total = out.sum()
-    if total <= 0:
-        return np.full(128, 1.0 / 128)
-    out *= (1.0 - floor) / total
-    out += floor / 128.0
+        reachable = intervals[first - low : stop - low]  # (probabilities are >= 0: a zero sum is all zeros)
+        total = reachable.sum()
+        if total > 0:
+            out += weight * floor / 128.0
+            out[first:stop] += reachable * (weight * (1.0 - floor) / total)
+            return out
+    out += weight / 128.0
     return out
 
 
@@ -144,9 +152,12 @@ class SessionMemory:
         """Forget everything (the CC, ``--memory-reset``, a preset with ``memory_reset``)."""
         c = self.config
         with self._lock:
-            self._history: list[int] = []  # symbols, oldest first (BREAK between sessions)
+            self._history: deque[int] = deque()  # symbols, oldest first (BREAK between sessions)
+            self._keys: deque[int] = deque()  # config.key of each symbol of _history (what contexts are made of)
             self._tables: list[dict[tuple[int, ...], list]] = [dict() for _ in range(c.order + 1)]  # [k][ctx] = [total, {sym: n}]
             self._unigram = np.zeros(c.symbols)
+            self._unigram_total = 0  # _unigram.sum() and np.count_nonzero(_unigram), kept as it changes
+            self._unigram_distinct = 0
             self.cursor = Cursor(c.order, c.chord_seconds)
             self.notes_seen = 0
 
@@ -173,84 +184,112 @@ class SessionMemory:
 
     def advance(self, cursor: Cursor, rows: np.ndarray) -> list[int]:
         """Move ``cursor`` over note rows (N, 4); returns their symbols (nothing is counted)."""
-        out = []
-        for row in np.asarray(rows, dtype=np.float64).reshape(-1, 4):
+        out, c = [], self.config
+        for row in np.asarray(rows, dtype=np.float64).reshape(-1, 4).tolist():  # Python floats: cheaper per field
             symbol = self.symbol(cursor, row)
             if symbol is not None:
                 out.append(symbol)
-                cursor.context = (cursor.context + [self.config.key(symbol)])[-self.config.order:]
-            cursor.last_pitch = min(max(int(round(float(row[PITCH]))), 0), 127)
-            cursor.tempo.push(float(row[STEP]))
+                cursor.context = (cursor.context + [c.key(symbol)])[-c.order:]
+            cursor.last_pitch = min(max(int(round(row[PITCH])), 0), 127)
+            cursor.tempo.push(row[STEP])
         return out
 
     def observe(self, rows: np.ndarray) -> None:
         """Learn the player's notes (N, 4) in onset order."""
+        rows = np.asarray(rows, dtype=np.float64).reshape(-1, 4)
         with self._lock:
             for symbol in self.advance(self.cursor, rows):
                 self._append(symbol)
-            self.notes_seen += len(np.asarray(rows).reshape(-1, 4))
+            self.notes_seen += len(rows)
 
     def _append(self, symbol: int) -> None:
         history = self._history
         history.append(symbol)
+        self._keys.append(self.config.key(symbol))
         self._count(len(history) - 1, +1)
         while len(history) > self.config.capacity:
             self._count(0, -1, forget=True)
-            history.pop(0)
+            history.popleft()
+            self._keys.popleft()
 
     def _count(self, j: int, delta: int, forget: bool = False) -> None:
-        """Add (or remove) the n-grams ending at position j; ``forget``: those *starting* at j = 0."""
-        history = self._history
-        for k in range(self.config.order + 1):
-            start, end = (0, k) if forget else (j - k, j)
-            if start < 0 or end >= len(history):
-                break
-            gram = history[start : end + 1]
-            if BREAK in gram:
-                break
-            nxt = gram[-1]
-            if k == 0:
-                self._unigram[nxt] += delta
-                continue
-            table = self._tables[k]
-            context = tuple(map(self.config.key, gram[:-1]))
+        """Add (or remove) the n-grams ending at position j; ``forget``: those *starting* at j = 0.
+
+        The gram of order k is the one of order k - 1 and one more symbol (before it, or after
+        it when forgetting), so only that symbol is checked for a BREAK."""
+        history, keys, tables = self._history, self._keys, self._tables
+        nxt = history[0 if forget else j]
+        if nxt == BREAK:
+            return
+        unigram = self._unigram
+        before = float(unigram[nxt])
+        unigram[nxt] = before + delta
+        self._unigram_total += delta
+        self._unigram_distinct += (before + delta > 0) - (before > 0)
+        context: tuple[int, ...] = ()
+        for k in range(1, self.config.order + 1):
+            if forget:  # the grams history[0 .. k]: the context grows at its end
+                if k >= len(history) or history[k] == BREAK:
+                    break
+                nxt, context = history[k], context + (keys[k - 1],)
+            else:  # the grams history[j - k .. j]: the context grows at its start
+                if j - k < 0 or history[j - k] == BREAK:
+                    break
+                context = (keys[j - k],) + context
+            table = tables[k]
             entry = table.get(context)
             if entry is None:
                 entry = table[context] = [0, {}]
             entry[0] += delta
-            entry[1][nxt] = entry[1].get(nxt, 0) + delta
-            if entry[1][nxt] <= 0:
-                del entry[1][nxt]
+            followers = entry[1]
+            count = followers[nxt] = followers.get(nxt, 0) + delta
+            if count <= 0:
+                del followers[nxt]
             if entry[0] <= 0:
                 del table[context]
 
     # -- predicting -----------------------------------------------------------------------------
 
     def predict(self, cursor: Cursor | None = None) -> Prediction:
-        """The next symbol's distribution after ``cursor`` (the learning cursor if None)."""
+        """The next symbol's distribution after ``cursor`` (the learning cursor if None).
+
+        Interpolated PPM: start from the uniform floor, blend in the unigram with weight
+        total / (total + distinct), then each longer matching context in turn, scaling what is
+        there by (1 - keep) and adding keep · count / n for each follower.  Computed as one dense
+        product (the floor and unigram times every later (1 - keep)) plus each context's
+        followers times the (1 - keep) of the contexts after it: the same sum, O(followers).
+        """
         c = self.config
         with self._lock:
             cursor = cursor or self.cursor
-            probs = np.full(c.symbols, 1.0 / c.symbols)
-            total = self._unigram.sum()
-            if total > 0:
-                distinct = np.count_nonzero(self._unigram)
-                keep = total / (total + distinct)
-                probs *= 1.0 - keep
-                probs += (keep / total) * self._unigram
-            order, confidence = 0, 0.0
-            context = cursor.context
+            context, tables, matched = tuple(cursor.context), self._tables, []
             for k in range(1, min(c.order, len(context)) + 1):
-                entry = self._tables[k].get(tuple(context[-k:]))
+                entry = tables[k].get(context[-k:])
                 if entry is None:
                     break
-                n, followers = entry
+                matched.append(entry)
+            order, confidence = len(matched), 0.0
+            later, scales = 1.0, []  # later: the product of (1 - keep) of the longer contexts
+            for n, followers in reversed(matched):
                 keep = n / (n + len(followers))
-                probs *= 1.0 - keep
-                scale = keep / n
-                for symbol, count in followers.items():
-                    probs[symbol] += scale * count
-                order, confidence = k, keep * k / c.order
+                if not scales:
+                    confidence = keep * order / c.order
+                scales.append(later * keep / n)
+                later *= 1.0 - keep
+            total = self._unigram_total
+            if total > 0:
+                unigram_keep = total / (total + self._unigram_distinct)
+                probs = self._unigram * (later * unigram_keep / total)
+                probs += later * (1.0 - unigram_keep) / c.symbols
+            else:
+                probs = np.full(c.symbols, later / c.symbols)
+            for (n, followers), scale in zip(reversed(matched), scales):
+                if len(followers) > DENSE_FOLLOWERS:
+                    size = len(followers)
+                    probs[np.fromiter(followers, np.intp, size)] += scale * np.fromiter(followers.values(), np.float64, size)
+                else:
+                    for symbol, count in followers.items():
+                        probs[symbol] += scale * count
         return Prediction(probs.reshape(c.intervals, c.rhythms), confidence, order, cursor.last_pitch, cursor.tempo.unit)
 
     def step_seconds(self, prediction: Prediction) -> np.ndarray:

@@ -41,7 +41,7 @@ def snap_to_beat(unit: float, beat: float) -> float:
 class TempoTracker:
     """The running unit of one stream of notes: push every note's step, read ``unit``."""
 
-    __slots__ = ("window", "default", "chord_seconds", "beat", "_recent")
+    __slots__ = ("window", "default", "chord_seconds", "beat", "_recent", "_median")
 
     def __init__(self, window: int = DEFAULT_WINDOW, default: float = DEFAULT_UNIT,
                  chord_seconds: float = CHORD_SECONDS) -> None:
@@ -50,11 +50,14 @@ class TempoTracker:
         self.window, self.default, self.chord_seconds = window, default, chord_seconds
         self.beat: float | None = None  # seconds per beat of a running MIDI clock
         self._recent: deque[float] = deque(maxlen=window)
+        self._median: float | None = None  # of _recent, kept until the next push (unit is read several times a note)
 
     @property
     def unit(self) -> float:
         """Seconds per unit for the next note."""
-        median = statistics.median(self._recent) if self._recent else None
+        median = self._median
+        if median is None and self._recent:
+            median = self._median = statistics.median(self._recent)
         if self.beat is not None and self.beat > 0:
             return snap_to_beat(median, self.beat) if median else self.beat
         return median or self.default
@@ -67,6 +70,7 @@ class TempoTracker:
         """Record one note's step in seconds (chord notes and non-finite steps add nothing)."""
         if step >= self.chord_seconds and math.isfinite(step):
             self._recent.append(float(step))
+            self._median = None
 
     def extend(self, steps: Iterable[float]) -> None:
         for step in steps:
@@ -74,11 +78,13 @@ class TempoTracker:
 
     def reset(self) -> None:
         self._recent.clear()
+        self._median = None
 
     def copy(self) -> "TempoTracker":
         other = TempoTracker(self.window, self.default, self.chord_seconds)
         other.beat = self.beat
         other._recent.extend(self._recent)
+        other._median = self._median
         return other
 
 
