@@ -209,6 +209,9 @@ def run_harmonize(server: JackServer, daemon_command: Sequence[str], config: Har
     events = daemon.events()
     sampled = [e["sampled_ms"] / 1000.0 for e in events if e.get("event") == "harmonize"]
     figures["sampled_in_daemon_ms"] = summary_ms(sampled)
+    for key in ("waited_ms", "voiced_ms"):
+        values = [e[key] / 1000.0 for e in events if e.get("event") == "harmonize" and key in e]
+        figures[f"{key[:-3]}_in_daemon_ms"] = summary_ms(values) if values else None
     figures["errors"] = [e.get("message") for e in events if e.get("event") == "error"][:10]
     figures["daemon"] = {"startup_s": round(daemon.startup_s or 0.0, 3), "exit_code": daemon.exit_code}
     figures["config"] = config.to_dict()

@@ -202,12 +202,15 @@ def voice_chord(
     velocity: int,
     primed: bool = True,
     previous: dict[int, int] | None = None,
+    deferred: list[Callable[[], None]] | None = None,
 ) -> list[tuple[int, int]]:
     """Feed the melody and sample the voices around it in the model's chord order, feeding each.
 
     Returns (rank, pitch) per voice placed, in generation order.  ``primed`` False (nothing fed
     yet) puts the melody first: there is no state to sample a voice from before it.
     ``previous``: the last chord (rank -> pitch, the melody at 0), for the parallels rule.
+    ``deferred``: when given, the chord's last feed is appended to it instead of run, so the
+    caller can send the voices first (no voice waits for it) and feed afterwards.
     """
     natural = generation_order(ranks, voicing.chord_order)
     order = list(natural)
@@ -217,10 +220,19 @@ def voice_chord(
     lowest_rank = min(ranks)
     chosen = {0: melody.pitch}
     placed: list[tuple[int, int]] = []
+    pending: list[Callable[[], None]] = []  # the last note chosen, fed before the next is sampled
+    feed_voice = getattr(predictor, "feed_accompaniment", predictor.feed)  # a session memory learns only the player
+
+    def run_pending() -> None:
+        while pending:
+            pending.pop()()
+
     step = melody.step  # the first note of the chord carries the step, the rest are simultaneous
     for rank in order:
         if rank == 0:
-            predictor.feed(np.array([[melody.pitch, step, melody.duration, melody.velocity]], dtype=np.float64))
+            run_pending()
+            row = np.array([[melody.pitch, step, melody.duration, melody.velocity]], dtype=np.float64)
+            pending.append(lambda row=row: predictor.feed(row))
             step = 0.0
             continue
         low, high = voice_window(melody.pitch, rank, chosen, params.pitch_low, params.pitch_high)
@@ -235,14 +247,19 @@ def voice_chord(
             continue
         parallel = set(parallels_with(rank, range(low, high + 1), chosen, previous)) if previous else set()
         taken += sorted(dissonant | parallel if len(dissonant | parallel) < room else dissonant)
+        run_pending()
         pitch = voicing.sample(predictor, window, step, taken)
         if pitch is None or not low <= pitch <= high or pitch in taken:
             continue
         chosen[rank] = pitch
         placed.append((rank, pitch))
-        feed_voice = getattr(predictor, "feed_accompaniment", predictor.feed)  # a session memory learns only the player
-        feed_voice(np.array([[pitch, step, melody.duration, velocity]], dtype=np.float64))
+        row = np.array([[pitch, step, melody.duration, velocity]], dtype=np.float64)
+        pending.append(lambda row=row: feed_voice(row))
         step = 0.0
+    if deferred is None:
+        run_pending()
+    else:
+        deferred.extend(pending)
     return placed
 
 
@@ -372,17 +389,28 @@ class Harmonizer:
         started = self.clock()
         velocity = int(np.clip(round(melody.velocity * settings.velocity_scale), 1, 127))
         ranks = voice_ranks(settings.voices, settings.placement)
-        placed = voice_chord(predictor, self.voicing, melody, ranks, settings.params, velocity,
-                             primed=getattr(predictor, "primed", True), previous=self._previous_chord)
-        self._previous_chord = {0: melody.pitch, **dict(placed)}
-        with self._lock:
-            if chord.closed:
-                return
-            for _, pitch in sorted(placed, key=lambda item: -item[1]):  # top voice first
-                self.scheduler.schedule_note(pitch, velocity, settings.channel, t, t + HOLD_LIMIT_S, chord.tag)
-        sent = self.scheduler.advance(self.clock())  # now, from this thread: no wake-up to wait for
+        deferred: list[Callable[[], None]] = []
+        try:
+            placed = voice_chord(predictor, self.voicing, melody, ranks, settings.params, velocity,
+                                 primed=getattr(predictor, "primed", True), previous=self._previous_chord,
+                                 deferred=deferred)
+            voiced = self.clock()
+            self._previous_chord = {0: melody.pitch, **dict(placed)}
+            with self._lock:
+                if chord.closed:
+                    return
+                for _, pitch in sorted(placed, key=lambda item: -item[1]):  # top voice first
+                    self.scheduler.schedule_note(pitch, velocity, settings.channel, t, t + HOLD_LIMIT_S, chord.tag)
+            sent = self.scheduler.advance(self.clock())  # now, from this thread: no wake-up to wait for
+        finally:  # the chord's last note reaches the model after its voices left, on every path
+            for feed in deferred:
+                feed()
+            prepare = getattr(predictor, "prepare_next", None)
+            if prepare is not None:
+                prepare()  # the next melody note's feed then skips its recurrent product
         self.chords += 1
         self.voices_sent += len(placed)
         self._log({"event": "harmonize", "t": t, "pitch": melody.pitch, "step": round(melody.step, 4),
                    "guessed_duration": round(melody.duration, 4), "voices": [p for _, p in placed],
-                   "sampled_ms": round((self.clock() - started) * 1000.0, 3), "sent": len(sent)})
+                   "sampled_ms": round((self.clock() - started) * 1000.0, 3), "sent": len(sent),
+                   "waited_ms": round((started - t) * 1000.0, 3), "voiced_ms": round((voiced - started) * 1000.0, 3)})

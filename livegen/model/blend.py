@@ -146,6 +146,10 @@ class MemoryStream:
     def generator(self):
         return self.stream.generator
 
+    @property
+    def heads(self):
+        return self.stream.heads
+
     def set_beat(self, seconds: float | None) -> None:
         self.stream.set_beat(seconds)
 
@@ -163,6 +167,9 @@ class MemoryStream:
             self.memory.observe(rows)
         else:
             self.memory.advance(self._cursor, rows)
+
+    def prepare_next(self) -> None:
+        self.stream.prepare_next()
 
     def feed_accompaniment(self, rows: np.ndarray) -> None:
         """Notes livegen added to the player's own (harmonize's voices): the LSTM hears them,

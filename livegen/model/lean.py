@@ -63,12 +63,22 @@ class LeanStep:
             self.first_input = np.ascontiguousarray(_numpy(lstm.weight_ih_l0))
             self.first_bias = first_bias
         self.first_recurrent = np.ascontiguousarray(_numpy(lstm.weight_hh_l0))
+        self._prepared: tuple[State, np.ndarray] | None = None  # (state, W_hh · h) from prepare()
         self.stacked: list[tuple[np.ndarray, np.ndarray]] = []  # layers >= 1: ([W_ih | W_hh], bias)
         for layer in range(1, self.layers):
             weight = np.concatenate([_numpy(getattr(lstm, f"weight_ih_l{layer}")),
                                      _numpy(getattr(lstm, f"weight_hh_l{layer}"))], axis=1)
             bias = _numpy(getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}"))
             self.stacked.append((np.ascontiguousarray(weight), bias))
+
+    def prepare(self, state: State | None) -> None:
+        """Compute layer 0's recurrent term ``W_hh · h`` for ``state`` ahead of time (in idle time
+        on the worker thread): the next ``__call__`` from this very state then skips the largest
+        product of a one-layer step, since that term does not depend on the note to come."""
+        if state is None:
+            return
+        h0 = state[0].detach().numpy().reshape(self.layers, self.hidden)[0]
+        self._prepared = (state, self.first_recurrent @ h0)
 
     def _cell(self, gates: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """torch's gate order i, f, g, o."""
@@ -98,7 +108,12 @@ class LeanStep:
             gates += self.first_bias
         else:
             gates = x
-        gates += self.first_recurrent @ hs[0]
+        prepared = self._prepared
+        if prepared is not None and prepared[0] is state:
+            gates += prepared[1]
+        else:
+            gates += self.first_recurrent @ hs[0]
+        self._prepared = None
         new_h = np.empty_like(hs)
         new_c = np.empty_like(cs)
         new_h[0], new_c[0] = self._cell(gates, cs[0])

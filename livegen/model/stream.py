@@ -74,6 +74,12 @@ class NoteStream:
         self.next = None
         self.tempo.reset()
 
+    def prepare_next(self) -> None:
+        """Do now the part of the next one-note feed that does not depend on the note (see
+        LeanStep.prepare): harmonize calls it after a chord, while the player holds the key."""
+        if self._lean is not None:
+            self._lean.prepare(self.state)
+
     def set_beat(self, seconds: float | None) -> None:
         """The beat of a running MIDI clock (None: no clock): the best estimate of the tempo."""
         self.tempo.beat = seconds if seconds and seconds > 0 else None

@@ -236,6 +236,33 @@ def test_voices_sound_at_the_note_on_and_end_with_the_note():
     assert log[-1]["event"] == "harmonize" and log[-1]["guessed_duration"] == FIRST_GUESS_S
 
 
+def test_the_chords_last_feed_waits_until_its_voices_left_and_every_note_is_still_fed():
+    """The model hears the chord's last voice after the voices are sent (no voice waits for that
+    feed), then prepares the next note's feed; the notes fed are the same as without deferring."""
+    h, sink, worker, clock, log = harmonizer()
+    predictor = worker.predictor
+    events = []
+    predictor.feed = lambda rows: events.append(("feed", len(sink.events)))
+    predictor.prepare_next = lambda: events.append(("prepare", len(sink.events)))
+    h.note_on(72, 100, 0, clock.now, SETTINGS)
+    worker.run()
+    voices_sent = len([e for e in sink.events if e[0] == "note_on"])
+    assert voices_sent == 3
+    assert [kind for kind, _ in events] == ["feed"] * 4 + ["prepare"]  # the melody and three voices
+    assert [sent for _, sent in events[:3]] == [0, 0, 0]  # melody and two voices: before anything is sent
+    assert events[3][1] >= voices_sent and events[4][1] >= voices_sent  # the last voice: after
+
+    deferred = []
+    direct, later = RandomPredictor(seed=3), RandomPredictor(seed=3)
+    melody = Melody(67, 0.5, 0.4, 80)
+    placed = voice_chord(direct, ModelVoicing("descending"), melody, [-1, -2, -3], PARAMS, 70)
+    placed_later = voice_chord(later, ModelVoicing("descending"), melody, [-1, -2, -3], PARAMS, 70, deferred=deferred)
+    assert placed == placed_later and len(deferred) == 1
+    assert later.fed == direct.fed[:-1]
+    deferred[0]()
+    assert later.fed == direct.fed
+
+
 def test_the_next_melody_note_ends_the_previous_voices_and_its_length_is_the_next_guess():
     h, sink, worker, clock, log = harmonizer()
     h.note_on(72, 100, 0, clock.now, SETTINGS)

@@ -70,6 +70,28 @@ def test_lean_cpu_step_matches_the_torch_step(config):
         torch.testing.assert_close(h, next_note.h, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("config", VARIANTS_3_LAYERS.values(), ids=VARIANTS_3_LAYERS.keys())
+def test_a_prepared_step_equals_a_plain_one_and_only_for_its_own_state(config):
+    """prepare() computes layer 0's W_hh·h ahead (harmonize, between chords): the step from that
+    state must be the same, and a step from any other state must not use it."""
+    model = tiny_model(config=config)
+    plain, prepared = LeanStep(model), LeanStep(model)
+    tokens = [tuple(int(x) for x in row) for row in random_tokens(model, batch=1, length=12, seed=5)[0]]
+    plain_state = prepared_state = None
+    for t, token in enumerate(tokens):
+        prepared.prepare(prepared_state)
+        h_plain, plain_state = plain(token, plain_state)
+        h_prepared, prepared_state = prepared(token, prepared_state)
+        torch.testing.assert_close(h_prepared, h_plain, rtol=1e-5, atol=1e-6, msg=f"h at {t}")
+        for a, b in zip(plain_state, prepared_state):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=f"state at {t}")
+    _, fork_state = plain(tokens[0], None)  # another state (a fork, a speculative answer)
+    prepared.prepare(prepared_state)
+    h_other, _ = prepared(tokens[1], fork_state)
+    h_expected, _ = plain(tokens[1], fork_state)
+    torch.testing.assert_close(h_other, h_expected, rtol=1e-5, atol=1e-6)
+
+
 def test_a_cpu_stream_feeds_single_notes_through_the_lean_step():
     stream = NoteStream(tiny_model())
     assert stream._lean is not None
