@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import Sequence
 
 from livegen.errors import PortNotFoundError
@@ -18,6 +19,29 @@ log = logging.getLogger(__name__)
 _ALSA_ADDRESS = re.compile(r" \d+:\d+$")
 
 
+LIST_ATTEMPTS = 20
+
+
+def port_names(client: object) -> list[str]:
+    """``client.get_ports()``, listed again when a port vanished while it was being listed.
+
+    rtmidi counts the ports, then asks each one's name; with JACK a client that leaves between
+    the two makes a name lookup fail (InvalidPortError), and a daemon starting beside others
+    that come and go must not crash on it.  A list that keeps failing is a MidiBackendError."""
+    from livegen.io.apis import rtmidi_module
+
+    error = rtmidi_module().RtMidiError
+    for _ in range(LIST_ATTEMPTS - 1):
+        try:
+            return list(client.get_ports())  # type: ignore[attr-defined]
+        except error:
+            time.sleep(0.001)
+    try:
+        return list(client.get_ports())  # type: ignore[attr-defined]
+    except error as exc:
+        raise MidiBackendError(f"cannot list MIDI ports: they kept changing while listed ({exc})") from exc
+
+
 def list_ports(api: str = "auto") -> dict[str, list[str]]:
     """``{"inputs": [...], "outputs": [...]}`` for one API (``auto`` resolves first)."""
     api = resolve_api(api) if api == "auto" else api
@@ -26,7 +50,7 @@ def list_ports(api: str = "auto") -> dict[str, list[str]]:
     for kind, key in (("input", "inputs"), ("output", "outputs")):
         client = new_client(api, kind, lister_name)
         try:
-            result[key] = list(client.get_ports())
+            result[key] = port_names(client)
         finally:
             delete_client(client)
     return result
@@ -90,7 +114,7 @@ def find_target(client: object, target: str) -> int | None:
     list, or None.  ``get_ports()`` on an existing rtmidi object makes no server round trip
     (libjack reads shared memory, ALSA asks the kernel: 0.2 ms), so this can be polled."""
     wanted = stable_port_name(target)
-    for index, name in enumerate(client.get_ports()):  # type: ignore[attr-defined]
+    for index, name in enumerate(port_names(client)):
         if stable_port_name(name) == wanted:
             return index
     return None

@@ -16,7 +16,7 @@ import threading
 from typing import Any
 
 from livegen.io.apis import MidiBackendError, delete_client, new_client, resolve_api, rtmidi_module
-from livegen.io.listing import find_port, find_target
+from livegen.io.listing import find_port, find_target, port_names
 
 
 class Port:
@@ -48,7 +48,7 @@ class Port:
                 if pattern is None:
                     client.open_virtual_port(port_name)
                 else:
-                    index, self._target = find_port(client.get_ports(), pattern, self.kind)
+                    index, self._target = find_port(port_names(client), pattern, self.kind)
                     client.open_port(index, port_name)
             except (rtmidi.RtMidiError, NotImplementedError) as exc:
                 where = "a virtual port" if pattern is None else f"{self._target!r}"
@@ -83,7 +83,9 @@ class Port:
         except MidiBackendError:
             return None
         try:
-            return list(lister.get_ports())
+            return port_names(lister)
+        except MidiBackendError:  # the list kept changing: name the port by its fallback
+            return None
         finally:
             delete_client(lister)
 
@@ -153,7 +155,10 @@ class Port:
         index = self._find_target(client)
         if index is None:
             return False
-        name = client.get_ports()[index]
+        names = port_names(client)
+        if index >= len(names):  # it left since find_target looked
+            return False
+        name = names[index]
         client.close_port()
         try:
             client.open_port(index, self._port_name)

@@ -501,3 +501,32 @@ def test_virtual_ports_have_no_target_to_follow(jack_server):
     with open_ports("jack", unique()) as (inp, out):
         assert inp.target_present() is None and out.target_present() is None
         assert inp.reconnect() is False and out.reconnect() is False
+
+
+class FlickeringClient:
+    """An rtmidi object whose port list changes while it is listed, ``failures`` times."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    def get_ports(self):
+        import rtmidi
+
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise rtmidi.InvalidPortError("MidiInJack::getPortName: the 'portNumber' argument (3) is invalid.")
+        return ["system:midi_capture_1", "keys:out"]
+
+
+def test_a_port_list_that_changes_while_listed_is_listed_again():
+    """JACK clients come and go while livegen starts (another daemon, a replugged device):
+    rtmidi then fails a name lookup, and the list must be taken again, not crash the start."""
+    from livegen.io.apis import MidiBackendError
+    from livegen.io.listing import LIST_ATTEMPTS, find_target, port_names
+
+    client = FlickeringClient(failures=3)
+    assert port_names(client) == ["system:midi_capture_1", "keys:out"] and client.calls == 4
+    assert find_target(FlickeringClient(failures=2), "keys:out") == 1
+    with pytest.raises(MidiBackendError, match="kept changing"):
+        port_names(FlickeringClient(failures=LIST_ATTEMPTS))
