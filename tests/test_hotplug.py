@@ -39,9 +39,10 @@ round trip with room for a loaded 2-core machine, not the 1 s that twice the pro
 SERVER_LOST_SEEN_WITHIN_S = 0.4
 """README: the server's death is "seen within 0.2 s" (one poll); 0.4 s allows a late poll."""
 EXIT_AFTER_SERVER_LOST_S = 6.0
-"""README: "exit in about 2 s" after the server died.  Measured here 3.3-5.1 s (load 10-16 on 2
-cores): closing each JACK output waits 1 s for a cycle that never comes (livegen/io/ports.py).
-The bound catches a hang or a slow path added to shutdown, not the README's figure."""
+"""README: "exit in about 2 s" after the server died: measured 1.82-1.98 s on a quiet machine
+(SIGTERM and SIGKILL, two runs each, 2026-12-03), 3.3-5.1 s under load 10-16 on 2 cores: closing
+each JACK output waits 1 s for a cycle that never comes (livegen/io/midi_out.py).  The bound
+catches a hang or a slow path added to shutdown on a loaded CI machine, not the README's figure."""
 
 
 # --- the watcher's logic, without a server ------------------------------------------------------------
