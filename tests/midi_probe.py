@@ -103,6 +103,15 @@ def reclaim_jack_server(name: str, timeout: float = 10.0) -> None:
 # --- probe --------------------------------------------------------------------------------------
 
 
+def open_named(client, name: str, port_name: str) -> None:
+    """Open ``client``'s port against the port called ``name``: livegen's own open_listed (rtmidi
+    opens by index, and a daemon starting beside the test shifts the indices between listing and
+    opening, which once connected a probe to another daemon's input)."""
+    from livegen.io.listing import open_listed
+
+    open_listed(client, lambda names: names.index(name), port_name)
+
+
 def port_matcher(client_prefix: str, port: str) -> Callable[[str], bool]:
     """DESIGN.md's rule for finding livegen's ports: ``client:port`` whose client starts with
     ``client_prefix`` (rtmidi makes ``livegen``, ``livegen-01``...)."""
@@ -180,7 +189,7 @@ class MidiProbe:
         name = self.wait_for_port("destination", port, timeout)
         out = self._rtmidi.MidiOut(self._rtmidi.API_UNIX_JACK, name=self.client_name)
         try:
-            out.open_port(out.get_ports().index(name), "play")
+            open_named(out, name, "play")
         except BaseException:
             out.delete()
             raise
@@ -214,7 +223,7 @@ class MidiProbe:
         inp = self._rtmidi.MidiIn(self._rtmidi.API_UNIX_JACK, name=self.client_name, queue_size_limit=65536)
         try:
             inp.ignore_types(sysex=False, timing=False, active_sense=False)
-            inp.open_port(inp.get_ports().index(name), "listen")
+            open_named(inp, name, "listen")
         except BaseException:
             inp.delete()
             raise

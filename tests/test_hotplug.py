@@ -437,6 +437,7 @@ UNDER_TRAFFIC = textwrap.dedent(
     """
     import json, sys, threading, time, rtmidi
     from livegen.io.hotplug import PortWatcher
+    from livegen.io.listing import open_listed
     from livegen.io.ports import open_ports
 
     stop = threading.Event()
@@ -445,10 +446,10 @@ UNDER_TRAFFIC = textwrap.dedent(
 
     def connect_pump():
         # JACK's port list can change between get_ports() and open_port() while the other
-        # device replugs: the index then names no port (InvalidPortError), so list again.
+        # device replugs: open_listed checks the index, and a port that vanished is listed again.
         for _ in range(50):
             try:
-                pump.open_port(pump.get_ports().index(ports.input.name), "clock")
+                open_listed(pump, lambda names: names.index(ports.input.name), "clock")
                 return
             except (rtmidi.InvalidPortError, ValueError):
                 time.sleep(0.01)

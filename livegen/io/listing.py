@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 from livegen.errors import PortNotFoundError
 from livegen.io.apis import DEFAULT_CLIENT_NAME, MidiBackendError, compiled_apis, delete_client, new_client, resolve_api
@@ -40,6 +40,23 @@ def port_names(client: object) -> list[str]:
         return list(client.get_ports())  # type: ignore[attr-defined]
     except error as exc:
         raise MidiBackendError(f"cannot list MIDI ports: they kept changing while listed ({exc})") from exc
+
+
+def open_listed(client: object, pick: Callable[[list[str]], int], port_name: str) -> str:
+    """Open ``client``'s port ``port_name`` against the port ``pick`` chooses from its list;
+    returns that port's name.
+
+    rtmidi opens by index, and a JACK client that registers or leaves a port between the listing
+    and the opening shifts the indices: the port opened would be another program's.  So the list
+    is taken again after opening, and the port reopened until both lists agree."""
+    for _ in range(LIST_ATTEMPTS):
+        names = port_names(client)
+        index = pick(names)
+        client.open_port(index, port_name)  # type: ignore[attr-defined]
+        if port_names(client) == names:
+            return names[index]
+        client.close_port()  # type: ignore[attr-defined]
+    raise MidiBackendError("cannot open a MIDI port: the port list kept changing while it was opened")
 
 
 def list_ports(api: str = "auto") -> dict[str, list[str]]:

@@ -16,7 +16,7 @@ import threading
 from typing import Any
 
 from livegen.io.apis import MidiBackendError, delete_client, new_client, resolve_api, rtmidi_module
-from livegen.io.listing import find_port, find_target, port_names
+from livegen.io.listing import find_port, find_target, open_listed, port_names
 
 
 class Port:
@@ -48,10 +48,9 @@ class Port:
                 if pattern is None:
                     client.open_virtual_port(port_name)
                 else:
-                    index, self._target = find_port(port_names(client), pattern, self.kind)
-                    client.open_port(index, port_name)
+                    self._target = open_listed(client, lambda names: find_port(names, pattern, self.kind)[0], port_name)
             except (rtmidi.RtMidiError, NotImplementedError) as exc:
-                where = "a virtual port" if pattern is None else f"{self._target!r}"
+                where = "a virtual port" if pattern is None else f"{(self._target or pattern)!r}"
                 raise MidiBackendError(f"cannot open MIDI {self.kind} {where} ({self._api}): {exc}") from exc
             self._name = self._resolve_name(before, client_name, port_name)
         except BaseException:

@@ -530,3 +530,34 @@ def test_a_port_list_that_changes_while_listed_is_listed_again():
     assert find_target(FlickeringClient(failures=2), "keys:out") == 1
     with pytest.raises(MidiBackendError, match="kept changing"):
         port_names(FlickeringClient(failures=LIST_ATTEMPTS))
+
+
+class ShiftingClient:
+    """Its port list gains a port in front just as the first ``open_port`` runs: the index
+    listed before then names another program's port."""
+
+    def __init__(self) -> None:
+        self.names = ["keys:out", "synth:in"]
+        self.opened: list[str] = []
+
+    def get_ports(self):
+        return list(self.names)
+
+    def open_port(self, index, name):
+        if not self.opened:
+            self.names.insert(0, "late-daemon:in")  # a daemon starting beside us registers its port
+        self.opened.append(self.names[index])
+
+    def close_port(self):
+        self.opened.append("closed")
+
+
+def test_a_port_opened_by_index_is_checked_against_a_second_listing():
+    """rtmidi opens by index; a port registered between listing and opening shifts the list, so
+    the open is checked and redone, and the port opened is the one asked for."""
+    from livegen.io.listing import open_listed
+
+    client = ShiftingClient()
+    name = open_listed(client, lambda names: names.index("synth:in"), "out")
+    assert name == "synth:in"
+    assert client.opened == ["keys:out", "closed", "synth:in"]  # the wrong port first, then the right one
