@@ -31,15 +31,13 @@ def port_names(client: object) -> list[str]:
     from livegen.io.apis import rtmidi_module
 
     error = rtmidi_module().RtMidiError
-    for _ in range(LIST_ATTEMPTS - 1):
+    for _ in range(LIST_ATTEMPTS):
         try:
             return list(client.get_ports())  # type: ignore[attr-defined]
-        except error:
+        except error as exc:
+            last = exc
             time.sleep(0.001)
-    try:
-        return list(client.get_ports())  # type: ignore[attr-defined]
-    except error as exc:
-        raise MidiBackendError(f"cannot list MIDI ports: they kept changing while listed ({exc})") from exc
+    raise MidiBackendError(f"cannot list MIDI ports: they kept changing while listed ({last})") from last
 
 
 def open_listed(client: object, pick: Callable[[list[str]], int], port_name: str) -> str:
@@ -126,12 +124,17 @@ def stable_port_name(name: str) -> str:
     return _ALSA_ADDRESS.sub("", name)
 
 
-def find_target(client: object, target: str) -> int | None:
-    """Index of the port named ``target`` (by ``stable_port_name``) in ``client``'s current port
-    list, or None.  ``get_ports()`` on an existing rtmidi object makes no server round trip
-    (libjack reads shared memory, ALSA asks the kernel: 0.2 ms), so this can be polled."""
+def target_index(names: Sequence[str], target: str) -> int | None:
+    """Index of the port named ``target`` (by ``stable_port_name``) in ``names``, or None."""
     wanted = stable_port_name(target)
-    for index, name in enumerate(port_names(client)):
+    for index, name in enumerate(names):
         if stable_port_name(name) == wanted:
             return index
     return None
+
+
+def find_target(client: object, target: str) -> int | None:
+    """``target_index`` in ``client``'s current port list.  ``get_ports()`` on an existing rtmidi
+    object makes no server round trip (libjack reads shared memory, ALSA asks the kernel:
+    0.2 ms), so this can be polled."""
+    return target_index(port_names(client), target)

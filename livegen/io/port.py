@@ -16,7 +16,7 @@ import threading
 from typing import Any
 
 from livegen.io.apis import MidiBackendError, delete_client, new_client, resolve_api, rtmidi_module
-from livegen.io.listing import find_port, find_target, open_listed, port_names
+from livegen.io.listing import find_port, find_target, open_listed, port_names, target_index
 
 
 class Port:
@@ -151,11 +151,9 @@ class Port:
     def _reopen(self, client: Any) -> bool:
         """Close our port and open it again against the target, whose index may have changed
         (and whose ALSA address may have: ``_target`` takes its new name)."""
-        index = self._find_target(client)
-        if index is None:
-            return False
         names = port_names(client)
-        if index >= len(names):  # it left since find_target looked
+        index = None if self._target is None else target_index(names, self._target)
+        if index is None:
             return False
         name = names[index]
         client.close_port()
