@@ -105,6 +105,12 @@ class SessionDistributions:
         return add_interval_pitches(out, weight, intervals, self.prediction.last_pitch, self._interval_limit, PITCH_FLOOR)
 
 
+def _of_stream(name: str) -> property:
+    """A read-only view of the wrapped NoteStream's attribute ``name`` (MemoryStream stands in
+    for a NoteStream wherever one is read)."""
+    return property(lambda self: getattr(self.stream, name), doc=f"The wrapped stream's ``{name}``.")
+
+
 class MemoryStream:
     """A Predictor (feed / fork / sample) blending a NoteStream with a SessionMemory."""
 
@@ -117,38 +123,15 @@ class MemoryStream:
         self._masks: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._step_bins = StepBins(memory, stream.tokenizer)  # shared with forks (same memory, same model)
 
-    # the NoteStream's surface, for the daemon, harmonize's voicing and the benchmarks
-    @property
-    def tempo(self):
-        return self.stream.tempo
-
-    @property
-    def primed(self) -> bool:
-        return self.stream.primed
-
-    @property
-    def next(self):
-        return self.stream.next
-
-    @property
-    def model(self):
-        return self.stream.model
-
-    @property
-    def tokenizer(self):
-        return self.stream.tokenizer
-
-    @property
-    def device(self):
-        return self.stream.device
-
-    @property
-    def generator(self):
-        return self.stream.generator
-
-    @property
-    def heads(self):
-        return self.stream.heads
+    # the NoteStream's surface (read-only), for the daemon, harmonize's voicing and the benchmarks
+    tempo = _of_stream("tempo")
+    primed = _of_stream("primed")
+    next = _of_stream("next")
+    model = _of_stream("model")
+    tokenizer = _of_stream("tokenizer")
+    device = _of_stream("device")
+    generator = _of_stream("generator")
+    heads = _of_stream("heads")
 
     def set_beat(self, seconds: float | None) -> None:
         self.stream.set_beat(seconds)
