@@ -134,7 +134,7 @@ def analyze(result: dict) -> dict:
     from livegen.train.harmony import CONSONANT, estimate_key
 
     played, arrivals = result["played"], result["arrivals"]
-    on_ms, off_ms, missed, voices, consonant, pedal_held = [], [], 0, [], 0, 0
+    on_ms, all_on_ms, off_ms, missed, voices, consonant, pedal_held = [], [], [], 0, [], 0, 0
     for i, note in enumerate(played):
         until = played[i + 1]["on"] if i + 1 < len(played) else float("inf")
         ons = [(t, m) for t, m in arrivals if is_note_on(m) and note["on"] <= t < until]
@@ -142,6 +142,7 @@ def analyze(result: dict) -> dict:
             missed += 1
             continue
         on_ms.append(ons[0][0] - note["on"])
+        all_on_ms.append(ons[-1][0] - note["on"])  # the chord complete (its last voice)
         pitches = {m[1] for _, m in ons}
         voices += [(note["pitch"], p) for p in pitches]
         per_voice = [min((t for t, m in arrivals if is_note_off(m) and m[1] == p and t >= ons[0][0]), default=None)
@@ -161,6 +162,7 @@ def analyze(result: dict) -> dict:
         "notes": len(played),
         "missed": missed,
         "voice_on_ms": summary_ms(on_ms),
+        "last_voice_on_ms": summary_ms(all_on_ms),
         "voice_off_ms": summary_ms(off_ms),
         "voices_per_note": round(len(voices) / max(len(played) - missed, 1), 3),
         "pedal": {"notes": pedal_notes, "held_until_pedal_up": pedal_held},
@@ -209,8 +211,8 @@ def run_harmonize(server: JackServer, daemon_command: Sequence[str], config: Har
     events = daemon.events()
     sampled = [e["sampled_ms"] / 1000.0 for e in events if e.get("event") == "harmonize"]
     figures["sampled_in_daemon_ms"] = summary_ms(sampled)
-    for key in ("waited_ms", "voiced_ms"):
-        values = [e[key] / 1000.0 for e in events if e.get("event") == "harmonize" and key in e]
+    for key in ("waited_ms", "first_voice_ms", "voiced_ms"):
+        values = [e[key] / 1000.0 for e in events if e.get("event") == "harmonize" and e.get(key) is not None]
         figures[f"{key[:-3]}_in_daemon_ms"] = summary_ms(values) if values else None
     figures["errors"] = [e.get("message") for e in events if e.get("event") == "error"][:10]
     figures["daemon"] = {"startup_s": round(daemon.startup_s or 0.0, 3), "exit_code": daemon.exit_code}
@@ -231,9 +233,11 @@ def measure_harmonize(daemon_command: Sequence[str], config: HarmonizeBenchConfi
 def format_lines(h: dict) -> list[str]:
     """The table lines of ``livegen bench`` for the harmonize figures."""
     on, off = h.get("voice_on_ms") or {}, h.get("voice_off_ms") or {}
+    last = h.get("last_voice_on_ms") or {}
     return [f"harmonize: {h['notes']} notes, {h['voices_per_note']} voices per note, {h['missed']} missed, "
             f"{h['stuck']} stuck, in key {h['in_key']}, consonant {h['consonant']} ({h['key']})",
             f"  note-on -> first voice ms  median {on.get('median')}  p99 {on.get('p99')}  max {on.get('max')}",
+            f"  note-on -> last voice ms   median {last.get('median')}  p99 {last.get('p99')}  max {last.get('max')}",
             f"  note-off -> last voice off ms  median {off.get('median')}  p99 {off.get('p99')}  max {off.get('max')}"]
 
 

@@ -4,7 +4,9 @@ The daemon feeds every played note and samples every answer note; with ``--memor
 also counts the note in the memory and each sample asks the memory and mixes two distributions.
 Both ways run interleaved, note by note, on the same rows (the real phrases the latency benchmark
 plays), so a busy machine slows both alike; the memory starts full (``capacity`` notes of the
-same phrases) so its tables are as large as a long session makes them.
+same phrases) so its tables are as large as a long session makes them.  The two streams share
+one model's packed weights, as the daemon's listening stream and its answers do (two copies
+would make each note read twice the weights through the cache, a cost no daemon pays).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ def bench_memory(model_path: str | None = None, steps: int = 5_000, weight: floa
     from livegen.model.checkpoint import default_model_dir, load_model
     from livegen.model.memory import SessionMemory
     from livegen.model.sampling import SamplingParams
-    from livegen.model.stream import NoteStream
+    from livegen.model.stream import NoteStream, make_generator
 
     path = model_path or default_model_dir()
     model = load_model(path, device="cpu")
@@ -34,7 +36,9 @@ def bench_memory(model_path: str | None = None, steps: int = 5_000, weight: floa
     memory.observe(rows[: memory.config.capacity])
     rows = rows[memory.config.capacity :]
     plain = NoteStream(model, seed=0)
-    blended = MemoryStream(NoteStream(model, seed=0), memory)
+    own = plain.fork()  # the same packed weights, its own state and draws
+    own.generator = make_generator(0, own.device)
+    blended = MemoryStream(own, memory)
     plain_params, memory_params = SamplingParams(), SamplingParams(memory=weight)
     times = {name: (np.empty(steps), np.empty(steps)) for name in ("without", "with")}
     for i in range(WARM_UP + steps):

@@ -43,6 +43,7 @@ is used that way, any other predictor through ``sample`` with the window as its 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
@@ -203,14 +204,18 @@ def voice_chord(
     primed: bool = True,
     previous: dict[int, int] | None = None,
     deferred: list[Callable[[], None]] | None = None,
+    on_voice: Callable[[int, int], None] | None = None,
 ) -> list[tuple[int, int]]:
     """Feed the melody and sample the voices around it in the model's chord order, feeding each.
 
     Returns (rank, pitch) per voice placed, in generation order.  ``primed`` False (nothing fed
     yet) puts the melody first: there is no state to sample a voice from before it.
     ``previous``: the last chord (rank -> pitch, the melody at 0), for the parallels rule.
-    ``deferred``: when given, the chord's last feed is appended to it instead of run, so the
-    caller can send the voices first (no voice waits for it) and feed afterwards.
+    ``deferred``: when given, the chord's last feed (and a session memory's lesson of the
+    melody, see ``MemoryStream.learn``) is appended to it instead of run, so the caller can send
+    the voices first (no voice waits for it) and feed afterwards.
+    ``on_voice(rank, pitch)``: called as soon as each voice is chosen, before the model is fed
+    it, so the caller can send that voice while the next one is sampled.
     """
     natural = generation_order(ranks, voicing.chord_order)
     order = list(natural)
@@ -222,6 +227,8 @@ def voice_chord(
     placed: list[tuple[int, int]] = []
     pending: list[Callable[[], None]] = []  # the last note chosen, fed before the next is sampled
     feed_voice = getattr(predictor, "feed_accompaniment", predictor.feed)  # a session memory learns only the player
+    learn = getattr(predictor, "learn", None)  # ... and learns the melody once the voices are out
+    later: list[Callable[[], None]] = []
 
     def run_pending() -> None:
         while pending:
@@ -232,7 +239,11 @@ def voice_chord(
         if rank == 0:
             run_pending()
             row = np.array([[melody.pitch, step, melody.duration, melody.velocity]], dtype=np.float64)
-            pending.append(lambda row=row: predictor.feed(row))
+            if learn is not None and feed_voice is not predictor.feed:
+                pending.append(lambda row=row: feed_voice(row))
+                later.append(lambda row=row: learn(row))
+            else:
+                pending.append(lambda row=row: predictor.feed(row))
             step = 0.0
             continue
         low, high = voice_window(melody.pitch, rank, chosen, params.pitch_low, params.pitch_high)
@@ -253,13 +264,17 @@ def voice_chord(
             continue
         chosen[rank] = pitch
         placed.append((rank, pitch))
+        if on_voice is not None:
+            on_voice(rank, pitch)
         row = np.array([[pitch, step, melody.duration, velocity]], dtype=np.float64)
         pending.append(lambda row=row: feed_voice(row))
         step = 0.0
     if deferred is None:
         run_pending()
+        for job in later:
+            job()
     else:
-        deferred.extend(pending)
+        deferred.extend(pending + later)
     return placed
 
 
@@ -268,7 +283,7 @@ def voice_chord(
 
 class NoteScheduler(Protocol):
     def schedule_note(self, pitch: int, velocity: int, channel: int, on_at: float, off_at: float,
-                      tag: Hashable | None = None) -> int | None: ...
+                      tag: Hashable | None = None, wake: bool = True) -> int | None: ...
 
     def cancel(self, tag: Hashable | None = None, now: float | None = None) -> list: ...
 
@@ -390,18 +405,28 @@ class Harmonizer:
         velocity = int(np.clip(round(melody.velocity * settings.velocity_scale), 1, 127))
         ranks = voice_ranks(settings.voices, settings.placement)
         deferred: list[Callable[[], None]] = []
-        try:
-            placed = voice_chord(predictor, self.voicing, melody, ranks, settings.params, velocity,
-                                 primed=getattr(predictor, "primed", True), previous=self._previous_chord,
-                                 deferred=deferred)
-            voiced = self.clock()
-            self._previous_chord = {0: melody.pitch, **dict(placed)}
+        sent: list = []
+        first: list[float] = []
+
+        def send(rank: int, pitch: int) -> None:
+            """Each voice leaves as soon as it is chosen, from this thread (no wake-up to wait for)."""
             with self._lock:
                 if chord.closed:
                     return
-                for _, pitch in sorted(placed, key=lambda item: -item[1]):  # top voice first
-                    self.scheduler.schedule_note(pitch, velocity, settings.channel, t, t + HOLD_LIMIT_S, chord.tag)
-            sent = self.scheduler.advance(self.clock())  # now, from this thread: no wake-up to wait for
+                self.scheduler.schedule_note(pitch, velocity, settings.channel, t, t + HOLD_LIMIT_S, chord.tag,
+                                             wake=False)
+            sent.extend(self.scheduler.advance(self.clock()))
+            if not first:
+                first.append(self.clock())
+
+        holding = getattr(self.scheduler, "holding_log", contextlib.nullcontext)
+        try:
+            with holding():  # the voices' log lines are written once the chord is out
+                placed = voice_chord(predictor, self.voicing, melody, ranks, settings.params, velocity,
+                                     primed=getattr(predictor, "primed", True), previous=self._previous_chord,
+                                     deferred=deferred, on_voice=send)
+                voiced = self.clock()
+            self._previous_chord = {0: melody.pitch, **dict(placed)}
         finally:  # the chord's last note reaches the model after its voices left, on every path
             for feed in deferred:
                 feed()
@@ -413,4 +438,5 @@ class Harmonizer:
         self._log({"event": "harmonize", "t": t, "pitch": melody.pitch, "step": round(melody.step, 4),
                    "guessed_duration": round(melody.duration, 4), "voices": [p for _, p in placed],
                    "sampled_ms": round((self.clock() - started) * 1000.0, 3), "sent": len(sent),
-                   "waited_ms": round((started - t) * 1000.0, 3), "voiced_ms": round((voiced - started) * 1000.0, 3)})
+                   "waited_ms": round((started - t) * 1000.0, 3), "voiced_ms": round((voiced - started) * 1000.0, 3),
+                   "first_voice_ms": round((first[0] - started) * 1000.0, 3) if first else None})

@@ -28,6 +28,7 @@ never waits for a slow sink.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import math
@@ -35,7 +36,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Hashable, Literal
+from typing import Callable, Hashable, Iterator, Literal
 
 from livegen import midi_bytes as mb
 from livegen.clock import Clock
@@ -125,6 +126,7 @@ class Scheduler:
         self._channels_used: set[int] = set()
         self._lateness: deque[tuple[Kind, float]] = deque(maxlen=history)
         self._closed = False
+        self._held: tuple[int, list[dict]] | None = None  # (thread, records) while a thread holds the log
         self.count = 0
         """Events sent to the sink, immediate note-offs and CC 123 included."""
         self.errors: deque[str] = deque(maxlen=100)
@@ -139,9 +141,14 @@ class Scheduler:
         on_at: float,
         off_at: float,
         tag: Hashable | None = None,
+        wake: bool = True,
     ) -> int | None:
         """Queue one note; returns its id, or None once closed (a late worker cannot start
-        a note nobody would end).  ``off_at`` before ``on_at`` is taken as ``on_at``."""
+        a note nobody would end).  ``off_at`` before ``on_at`` is taken as ``on_at``.
+
+        ``wake=False``: the caller sends what is due itself (``advance``) right after, so the
+        scheduler thread is not woken to race it for the GIL, unless the note-off falls due
+        before that thread's longest sleep (``MAX_WAIT_S``) ends."""
         note = _Note(
             next(self._ids),
             mb.check_channel(channel),
@@ -156,7 +163,8 @@ class Scheduler:
                 return None
             self._push(on_at, _ON, _Entry("note_on", note.channel, note.pitch, note.velocity, tag, note))
             self._push(max(off_at, on_at), off_order, _Entry("note_off", note.channel, note.pitch, 0, tag, note))
-            self._wakeup.notify_all()
+            if wake or max(off_at, on_at) - self._clock() < MAX_WAIT_S:
+                self._wakeup.notify_all()
         return note.id
 
     def schedule_control(
@@ -359,8 +367,29 @@ class Scheduler:
         self.errors.append(message)
         self._emit({"event": "error", "t": self._clock(), "message": message})
 
+    @contextlib.contextmanager
+    def holding_log(self) -> Iterator[None]:
+        """Log records of what this thread sends meanwhile are written when the block ends: a
+        harmonize chord's voices leave one after the other without each waiting for the log line
+        of the one before (the records keep their times).  Other threads log as usual."""
+        if self._held is not None:  # nested or another thread holds it: log as usual
+            yield
+            return
+        held: list[dict] = []
+        self._held = (threading.get_ident(), held)
+        try:
+            yield
+        finally:
+            self._held = None
+            for record in held:
+                self._emit(record)
+
     def _emit(self, record: dict) -> None:
         if self._log is None:
+            return
+        held = self._held
+        if held is not None and held[0] == threading.get_ident():
+            held[1].append(record)
             return
         try:
             self._log(record)

@@ -61,6 +61,9 @@ class MessageSource(Protocol):
 
     def get(self, timeout: float | None = None) -> tuple[float, list[int]] | None: ...
 
+    # optional: ``urgent``, set True while every note-on is answered at once (harmonize mode), so
+    # a polled port reads its input more often then (livegen/io/midi_in.py)
+
 
 @dataclass
 class SessionConfig:
@@ -158,6 +161,7 @@ class Session:
         self._fed = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._pace_input()
         self.phrases = 0
         self.barge_ins = 0
 
@@ -532,12 +536,18 @@ class Session:
         sounds stops now, the answer playing and the voices alike."""
         if old == new and not always or HARMONIZE not in (old, new):
             return
+        self._pace_input()
         self.harmonizer.close_all()
         self.harmonizer.forget_melody()
         self._drop_speculation()
         if self._playing is not None:
             tag, self._playing = self._playing, None
             self._cancel(tag)
+
+    def _pace_input(self) -> None:
+        """A source that polls reads faster while each note-on is answered at once."""
+        if hasattr(self.source, "urgent"):
+            self.source.urgent = self.config.mode == HARMONIZE
 
     def _send_state(self) -> None:
         cc = self.config.controls.state_out

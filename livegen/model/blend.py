@@ -146,6 +146,12 @@ class MemoryStream:
     def feed(self, rows: np.ndarray) -> None:
         rows = np.asarray(rows, dtype=np.float64).reshape(-1, 4)
         self.stream.feed(rows)
+        self.learn(rows)
+
+    def learn(self, rows: np.ndarray) -> None:
+        """The memory's half of ``feed``: harmonize feeds the player's note to the LSTM first
+        (``feed_accompaniment``), voices the chord, then teaches the memory with this."""
+        rows = np.asarray(rows, dtype=np.float64).reshape(-1, 4)
         if self._learns:
             self.memory.observe(rows)
         else:
@@ -213,9 +219,9 @@ class MemoryStream:
         else:
             with torch.inference_mode(), torch.backends.mkldnn.flags(enabled=False):
                 tokens = self._sample_tokens(params, generator or self.stream.generator, chord)
-        return self.stream.tokenizer.decode(tokens, self.stream.tempo)[0]
+        return self.stream.tokenizer.decode_one(tokens, self.stream.tempo)
 
-    def _sample_tokens(self, params: SamplingParams, generator: torch.Generator, chord: Sequence[int]) -> np.ndarray:
+    def _sample_tokens(self, params: SamplingParams, generator: torch.Generator, chord: Sequence[int]) -> tuple[int, int, int, int]:
         if self.stream.next is None:
             raise RuntimeError("feed at least one note before sampling")
         logits, draw = next_logits(self.stream), Draws(self.stream, generator)
@@ -233,7 +239,7 @@ class MemoryStream:
         pitch = draw.from_probs(1, pitch_mix, t, p)
         duration = draw(2, logits.duration(step, pitch), t, p)
         velocity = draw(3, logits.velocity(step, pitch, duration), t, p)
-        return np.array([[pitch, step, duration, velocity]], dtype=np.int64)
+        return pitch, step, duration, velocity
 
     def _mask(self, params: SamplingParams) -> tuple[np.ndarray, np.ndarray]:
         """The pitch range as an additive mask (0 or -inf) and as a factor (1 or 0)."""

@@ -107,6 +107,18 @@ class LeanHeads:
         self.slices = tuple(slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]))  # step, pitch, duration, velocity
         self.step_duration = slice(n_p, n_p + n_d)  # columns of from_step for the duration head
         self.step_velocity = slice(n_p + n_d, n_p + n_d + n_v)
+        self._pitch_weight = np.ascontiguousarray(self.weight[self.slices[1]])
+        self._pitch_bias = np.ascontiguousarray(self.bias[self.slices[1]])
+
+    def pitch_logits(self, h: torch.Tensor | np.ndarray, step: int) -> np.ndarray:
+        """P(pitch | step)'s logits alone (128,), as ``logits(h).pitch(step)`` gives them, with
+        the pitch head's rows only: harmonize draws voices at a known step while the player waits."""
+        if isinstance(h, torch.Tensor):
+            h = h.detach().numpy()
+        logits = self._pitch_weight @ h.reshape(-1)
+        logits += self._pitch_bias
+        logits += self.from_step[step, : self.n_pitch]
+        return logits
 
     def logits(self, h: torch.Tensor | np.ndarray) -> LeanLogits:
         """The heads at ``h`` ((1, hidden) or (hidden,), on the CPU)."""

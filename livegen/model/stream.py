@@ -120,7 +120,7 @@ class NoteStream:
             if mask is None:
                 mask = self._lean_masks[key] = numpy_pitch_mask(*key)
             tokens = self.heads.sample(self.next.h, params, generator or self.generator, mask, chord)
-            return self.tokenizer.decode(np.array([tokens]), self.tempo)[0]
+            return self.tokenizer.decode_one(tokens, self.tempo)
         return self._sample_torch(params, generator, chord)
 
     @_streaming

@@ -23,6 +23,7 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import asdict, dataclass, fields
+from typing import Sequence
 
 import numpy as np
 
@@ -94,6 +95,7 @@ class Tokenizer:
         self.velocity_values = np.clip(np.round((self.velocity_edges[:-1] + self.velocity_edges[1:] - 1) / 2), 1, 127)
         # Plain lists for encode_one: bisect on a list beats numpy's per-call overhead on one note.
         self._edges = (self.step_edges.tolist(), self.duration_edges.tolist(), self.velocity_edges.tolist())
+        self._values = (self.step_values.tolist(), self.duration_values.tolist(), self.velocity_values.tolist())
 
     @property
     def sizes(self) -> tuple[int, int, int, int]:
@@ -214,6 +216,18 @@ class Tokenizer:
                 row[DURATION] *= unit
                 running.push(row[STEP])
         return notes
+
+    def decode_one(self, tokens: Sequence[int], tracker: TempoTracker | None = None) -> np.ndarray:
+        """One note's tokens (pitch, step, duration, velocity) -> its row (4,), as ``decode`` gives
+        it, with Python scalars: a sampled note is decoded while the player waits."""
+        pitch, step, duration, velocity = (int(t) for t in tokens)
+        steps, durations, velocities = self._values
+        step_value, duration_value = steps[step], durations[duration]
+        if self.relative:
+            unit = tracker.unit if tracker is not None else self.tracker().unit
+            step_value = max(step_value * unit, self.config.chord_seconds) if step_value > 0 else 0.0
+            duration_value *= unit
+        return np.array([pitch, step_value, duration_value, velocities[velocity]], dtype=np.float64)
 
     def bin_width(self, field: str, bins: np.ndarray | int) -> np.ndarray:
         """Width in field units of the given bins: the bound on a round trip's error."""

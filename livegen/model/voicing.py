@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
 import torch
 
-from livegen.model.lean_heads import draw, numpy_pitch_mask
+from livegen.model.lean_heads import draw
 from livegen.model.params import SamplingParams
 from livegen.model.sampling import pitch_mask, sample_logits
 
@@ -44,14 +43,14 @@ def sample_pitch_at(stream, params: SamplingParams, step: float, taken: Sequence
     step_bin = int(stream.tokenizer.encode_one(row, stream.tempo.unit)[1])  # in the stream's running tempo
     heads = getattr(stream, "heads", None)
     if heads is not None and stream.next.h.shape[0] == 1:
-        mask = numpy_pitch_mask(params.pitch_low, params.pitch_high).astype(np.float64)
-        if taken:
-            mask[list(taken)] = -np.inf
-        if not np.isfinite(mask).any():
+        # only the allowed pitches, in ascending order: the same draw as the masked row gives
+        banned = set(taken)
+        allowed = [p for p in range(max(params.pitch_low, 0), min(params.pitch_high, 127) + 1) if p not in banned]
+        if not allowed:
             return None
-        logits = heads.logits(stream.next.h).pitch(step_bin) + mask
+        logits = heads.pitch_logits(stream.next.h, step_bin)[allowed]
         uniform = float(torch.rand(1, generator=stream.generator, dtype=torch.float64))
-        return draw(logits, params.temperature, params.top_p, uniform)
+        return allowed[draw(logits, params.temperature, params.top_p, uniform)]
     with torch.inference_mode(), torch.backends.mkldnn.flags(enabled=False):
         mask = pitch_mask(params.pitch_low, params.pitch_high, stream.device)
         if taken:

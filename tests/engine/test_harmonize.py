@@ -236,9 +236,11 @@ def test_voices_sound_at_the_note_on_and_end_with_the_note():
     assert log[-1]["event"] == "harmonize" and log[-1]["guessed_duration"] == FIRST_GUESS_S
 
 
-def test_the_chords_last_feed_waits_until_its_voices_left_and_every_note_is_still_fed():
-    """The model hears the chord's last voice after the voices are sent (no voice waits for that
-    feed), then prepares the next note's feed; the notes fed are the same as without deferring."""
+def test_each_voice_leaves_before_the_model_is_fed_it_and_every_note_is_still_fed():
+    """Each voice is sent as soon as it is chosen, before the model hears it and before the next
+    voice is sampled (the first voice waits only for the melody's feed and one draw); the chord's
+    last feed comes after every voice left, then the next note's feed is prepared; the notes fed
+    are the same as without deferring."""
     h, sink, worker, clock, log = harmonizer()
     predictor = worker.predictor
     events = []
@@ -249,8 +251,9 @@ def test_the_chords_last_feed_waits_until_its_voices_left_and_every_note_is_stil
     voices_sent = len([e for e in sink.events if e[0] == "note_on"])
     assert voices_sent == 3
     assert [kind for kind, _ in events] == ["feed"] * 4 + ["prepare"]  # the melody and three voices
-    assert [sent for _, sent in events[:3]] == [0, 0, 0]  # melody and two voices: before anything is sent
-    assert events[3][1] >= voices_sent and events[4][1] >= voices_sent  # the last voice: after
+    assert [sent for _, sent in events[:4]] == [0, 1, 2, 3]  # the melody, then each voice after it left
+    assert events[4][1] == voices_sent
+    assert log[-1]["first_voice_ms"] is not None and log[-1]["sent"] == 3
 
     deferred = []
     direct, later = RandomPredictor(seed=3), RandomPredictor(seed=3)
@@ -381,6 +384,21 @@ def test_mode_switch_panic_and_mute_mid_note_leave_nothing_sounding(action):
             time.sleep(0.2)
             assert not sounding(sink, 2), "muted: no voices"
             source.put(mb.note_off(0, 74))
+
+
+def test_the_input_is_read_urgently_only_while_harmonizing():
+    """A polled port is marked urgent in harmonize mode (each note-on is answered at once), and
+    no longer once the mode knob leaves it."""
+    s, source, sink, _ = session()
+    assert not hasattr(source, "urgent")  # a source that does not poll is left alone
+    source.urgent = False
+    s._pace_input()
+    assert source.urgent is True
+    with s:
+        source.put(mb.control_change(0, 24, 0))  # the mode knob's bottom: call-response
+        assert wait_until(lambda: s.config.mode == "call-response" and source.urgent is False)
+        source.put(mb.control_change(0, 24, 127))
+        assert wait_until(lambda: s.config.mode == "harmonize" and source.urgent is True)
 
 
 def test_switching_into_harmonize_stops_the_answer_playing():

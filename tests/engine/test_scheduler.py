@@ -288,6 +288,40 @@ def test_thread_stops_promptly_with_far_future_notes_and_close_silences():
     assert sink.without_times() == [("note_on", 0, 60, 80), ("note_off", 0, 60), ("control", 0, 123, 0)]
 
 
+def test_a_note_its_caller_sends_itself_does_not_wake_the_thread_unless_its_end_is_near():
+    """``wake=False`` (harmonize sends its voices from the worker with ``advance``): the scheduler
+    thread is not woken to race the worker, unless the note-off falls due before its longest sleep."""
+    clock, sink, s, _ = make()
+    woken = []
+    notify = s._wakeup.notify_all
+    s._wakeup.notify_all = lambda: (woken.append(clock()), notify())
+    s.schedule_note(60, 80, 0, clock(), clock() + 120.0, wake=False)
+    assert woken == []
+    s.advance(clock())
+    assert sink.without_times() == [("note_on", 0, 60, 80)]
+    s.schedule_note(62, 80, 0, clock(), clock() + 0.1, wake=False)  # ends before the thread would look again
+    s.schedule_note(64, 80, 0, clock() + 1.0, clock() + 2.0)  # the default wakes it
+    assert len(woken) == 2
+
+
+def test_a_held_log_is_written_when_the_block_ends_with_the_times_of_the_sends():
+    clock, sink, s, log = make()
+    other: list[dict] = []
+    with s.holding_log():
+        s.schedule_note(60, 80, 0, clock(), clock() + 1.0, wake=False)
+        s.advance(clock())
+        clock.advance(0.001)
+        s.schedule_note(64, 80, 0, clock(), clock() + 1.0, wake=False)
+        s.advance(clock())
+        assert len(sink.events) == 2 and log == []  # sent, not yet logged
+        worker = threading.Thread(target=lambda: (s.cancel(None), other.extend(log)))
+        worker.start()
+        worker.join()
+        assert [r["event"] for r in other] == ["note_off", "note_off"]  # another thread logs at once
+    assert [(r["event"], r["pitch"]) for r in log[2:]] == [("note_on", 60), ("note_on", 64)]
+    assert log[3]["sent"] - log[2]["sent"] == pytest.approx(0.001)
+
+
 def test_thread_cannot_start_twice():
     player = SchedulerThread(Scheduler(MemorySink()))
     player.start()

@@ -561,3 +561,24 @@ def test_a_port_opened_by_index_is_checked_against_a_second_listing():
     name = open_listed(client, lambda names: names.index("synth:in"), "out")
     assert name == "synth:in"
     assert client.opened == ["keys:out", "closed", "synth:in"]  # the wrong port first, then the right one
+
+
+def test_an_urgent_input_polls_fast_whatever_its_usual_interval(jack_server, midi_probe):
+    """Harmonize mode marks the input urgent: rtmidi's queue is then read every
+    FAST_POLL_INTERVAL_S (a port that polls every 30 s would otherwise hold the note that long)."""
+    from livegen.io.midi_in import FAST_POLL_INTERVAL_S
+
+    inp = InputPort("jack", unique(), poll_interval=30.0, start=False)
+    try:
+        assert inp.poll_interval == 30.0
+        inp.urgent = True
+        assert inp.poll_interval == FAST_POLL_INTERVAL_S
+        inp.start()
+        midi_probe.play_into(inp.name)
+        midi_probe.send(NOTE_ON)
+        item = inp.get(timeout=10)
+        assert item is not None and item[1] == NOTE_ON
+        inp.urgent = False
+        assert inp.poll_interval == 30.0
+    finally:
+        inp.close()

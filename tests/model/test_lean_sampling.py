@@ -168,3 +168,26 @@ def test_only_cpu_eval_linear_heads_take_the_lean_path(monkeypatch):
     linear = primed(linear_model())
     linear.sample(SamplingParams())
     assert calls == [1]
+
+
+@pytest.mark.parametrize("temperature, top_p", [(1.0, 1.0), (0.6, 0.95)])
+def test_a_harmonize_voice_follows_the_pitch_distribution_at_its_step_within_its_window(shipped, temperature, top_p):
+    """``sample_pitch_at`` (harmonize's voices) reads the pitch head alone and draws among the
+    window's pitches that are not taken: P(pitch | state, step), masked, as the torch heads give it."""
+    from livegen.model.voicing import sample_pitch_at
+
+    stream = primed(shipped)
+    params = SamplingParams(temperature=temperature, top_p=top_p, pitch_low=48, pitch_high=66)
+    taken = [60, 55]
+    step_bin = int(stream.tokenizer.encode_one((taken[0], 0.0, 0.5, 64.0), stream.tempo.unit)[1])
+    torch.testing.assert_close(torch.from_numpy(stream.heads.pitch_logits(stream.next.h, step_bin)),
+                               torch.from_numpy(stream.heads.logits(stream.next.h).pitch(step_bin)))
+    with torch.inference_mode():
+        mask = pitch_mask(params.pitch_low, params.pitch_high)
+        mask[taken] = float("-inf")
+        exact = nucleus(stream.next.pitch_logits(torch.tensor([step_bin]))[0] + mask, params)
+    draws = np.array([sample_pitch_at(stream, params, 0.0, taken) for _ in range(20000)])
+    assert set(draws.tolist()) <= set(range(48, 67)) - set(taken)
+    distance, bound = distance_to(exact, draws)
+    assert distance < bound, f"total variation {distance:.3f} >= {bound:.3f}"
+    assert sample_pitch_at(stream, dataclasses.replace(params, pitch_low=60, pitch_high=60), 0.0, taken) is None

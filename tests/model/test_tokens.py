@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from livegen.model.tokens import TokenConfig, Tokenizer
@@ -62,3 +63,20 @@ def test_out_of_range_values_clamp_to_the_edge_bins():
 def test_encode_one_gives_what_encode_gives(rows):
     for row in rows:
         assert TOKENIZER.encode_one(np.array(row)) == tuple(TOKENIZER.encode(np.array([row]))[0])
+
+
+@pytest.mark.parametrize("time", ["relative", "seconds"])
+def test_decode_one_equals_decode(time):
+    """The sampler decodes one note with Python scalars; it must give what decode gives."""
+    tokenizer = Tokenizer(TokenConfig(time=time))
+    tracker = tokenizer.tracker()
+    for step in (0.21, 0.5, 0.35, 1.2):
+        tracker.push(step)
+    rng = np.random.default_rng(0)
+    sizes = tokenizer.sizes
+    for _ in range(200):
+        tokens = [int(rng.integers(n)) for n in sizes]
+        tokens[1] = 0 if rng.random() < 0.2 else tokens[1]
+        expected = tokenizer.decode(np.array([tokens]), tracker)[0]
+        assert np.array_equal(tokenizer.decode_one(tokens, tracker), expected)
+    assert np.array_equal(tokenizer.decode_one([60, 3, 4, 5]), tokenizer.decode(np.array([[60, 3, 4, 5]]))[0])
