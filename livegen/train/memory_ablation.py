@@ -1,0 +1,175 @@
+"""`python -m livegen.train.memory_ablation`: what else was tried for the session memory's blend.
+
+Issue 13 asks for pitch NLL with memory at most 0.85x without on the test split.  The shipped
+blend (an interpolated PPM over intervals, weighted by its confidence, livegen.model.blend) gives
+0.887x there; this module measures the alternatives on the same pieces, each scored as one
+session exactly as ``livegen eval --session-memory`` does (from note CONTEXT on, the memory
+built from the piece's earlier notes only), so the figures in the README can be reproduced:
+
+* ``shipped``: the live blend at knob W (``blend_weight`` of the memory's confidence);
+* ``fixed``: a fixed weight W for every note;
+* ``oracle_fixed``: the best fixed weight chosen per piece *after* seeing it (a bound that no
+  weighting without look-ahead reaches);
+* ``evidence``: the shipped weight moved by a decaying sum of log(P_mem / P_lstm) of the notes
+  already heard (a fixed-share-like Bayesian weight);
+* ``order_K`` / ``context_rhythm``: other memory configurations under the shipped weight;
+* ``absolute_cache``: the shipped blend mixed with the naive absolute-pitch 4-gram cache
+  (session_eval.PitchCache) at fixed weights, a second memory view;
+* ``dynamic`` (``--dynamic``, slow): dynamic evaluation, SGD on every weight of the LSTM over the
+  piece so far every ``--chunk`` notes, alone and under the shipped blend.
+
+Every figure is a ratio: pitch NLL of the variant / pitch NLL of the LSTM alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+from typing import Sequence
+
+import numpy as np
+
+from livegen.model.blend import blend_weight
+from livegen.model.memory import MemoryConfig
+from livegen.notes import PITCH
+from livegen.train.session_eval import CONTEXT, memory_pitch_probs, naive_cache_probs
+
+WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def _true(probs: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    return probs[np.arange(len(truth)), truth].astype(np.float64)
+
+
+def piece_terms(predictor, rows: np.ndarray, config: MemoryConfig | None = None) -> dict[str, np.ndarray]:
+    """Per scored note: P_lstm(truth), P_mem(truth), the memory's confidence, P_cache(truth)."""
+    truth = np.clip(np.round(rows[CONTEXT:, PITCH]), 0, 127).astype(int)
+    lstm = np.exp(predictor.score(rows, CONTEXT).pitch)
+    memory, confidence = memory_pitch_probs(rows, CONTEXT, config)
+    return {"lstm": _true(lstm, truth), "memory": _true(memory, truth), "confidence": confidence,
+            "cache": _true(naive_cache_probs(rows, CONTEXT), truth)}
+
+
+def _nll(p: np.ndarray) -> float:
+    return float(-np.log(np.maximum(p, 1e-300)).sum())
+
+
+def evidence_weights(terms: dict, knob: float, beta: float, decay: float) -> np.ndarray:
+    """The shipped weight, its logit moved by beta times a decaying sum of log(P_mem / P_lstm)."""
+    out, evidence = np.empty(len(terms["lstm"])), 0.0
+    base = np.log(knob / (1.0 - knob))
+    shipped = np.array([blend_weight(knob, c) for c in terms["confidence"]])
+    for t, w in enumerate(shipped):
+        logit = np.log(w / (1.0 - w)) if 0.0 < w < 1.0 else base
+        out[t] = 1.0 / (1.0 + np.exp(-(logit + beta * evidence)))
+        evidence = decay * evidence + np.log(max(terms["memory"][t], 1e-12) / max(terms["lstm"][t], 1e-12))
+    return out
+
+
+def dynamic_lstm_probs(model, rows: np.ndarray, lr: float, steps: int, chunk: int) -> np.ndarray:
+    """P_lstm(truth) under dynamic evaluation: before each chunk of notes, ``steps`` SGD steps on
+    the training loss of the piece so far, then the chunk scored by the adapted model."""
+    import torch
+    import torch.nn.functional as F
+
+    from livegen.train.evaluate import LSTMPredictor
+    from livegen.model.tokens import FIELDS
+
+    adapted = copy.deepcopy(model)
+    predictor = LSTMPredictor(adapted)
+    optimizer = torch.optim.SGD(adapted.parameters(), lr=lr)
+    tokens = torch.as_tensor(predictor.tokenizer.encode(rows))
+    truth = np.clip(np.round(rows[CONTEXT:, PITCH]), 0, 127).astype(int)
+    out = np.empty(len(truth))
+    for start in range(CONTEXT, len(rows), chunk):
+        for _ in range(steps):
+            optimizer.zero_grad()
+            logits, _ = adapted(tokens[None, : start - 1], tokens[None, 1:start])
+            loss = sum(F.cross_entropy(getattr(logits, name)[0].float(), tokens[1:start, column])
+                       for column, name in enumerate(FIELDS))
+            loss.backward()
+            optimizer.step()
+        stop = min(start + chunk, len(rows))
+        scored = np.exp(predictor.score(rows[:stop], CONTEXT).pitch)
+        index = np.arange(start - CONTEXT, stop - CONTEXT)
+        out[index] = scored[index, truth[index]]
+    return out
+
+
+def ablation(predictor, pieces: Sequence[np.ndarray], knob: float = 0.5, dynamic: dict | None = None) -> dict:
+    """The ratios of the module doc on ``pieces`` (note arrays in the model's chord order)."""
+    terms = [piece_terms(predictor, rows) for rows in pieces]
+    lstm = np.concatenate([t["lstm"] for t in terms])
+    base = _nll(lstm)
+
+    def ratio(p: np.ndarray) -> float:
+        return round(_nll(p) / base, 4)
+
+    shipped_w = [np.array([blend_weight(knob, c) for c in t["confidence"]]) for t in terms]
+    shipped = np.concatenate([(1 - w) * t["lstm"] + w * t["memory"] for t, w in zip(terms, shipped_w)])
+    memory = np.concatenate([t["memory"] for t in terms])
+    result: dict = {"pieces": len(terms), "notes": int(len(lstm)), "knob": knob,
+                    "pitch_nll_without": round(base / len(lstm), 4), "shipped": ratio(shipped),
+                    "fixed": {str(w): ratio((1 - w) * lstm + w * memory) for w in WEIGHTS}}
+    oracle = 0.0
+    for t in terms:
+        oracle += min(_nll((1 - w) * t["lstm"] + w * t["memory"]) for w in np.linspace(0.0, 1.0, 21))
+    result["oracle_fixed"] = round(oracle / base, 4)
+    result["evidence"] = {}
+    for beta in (0.1, 0.2, 0.3):
+        for decay in (0.5, 0.7, 0.85):
+            mixed = np.concatenate([(1 - w) * t["lstm"] + w * t["memory"]
+                                    for t in terms for w in [evidence_weights(t, knob, beta, decay)]])
+            result["evidence"][f"beta {beta} decay {decay}"] = ratio(mixed)
+    for name, config in (("order_4", MemoryConfig(order=4)), ("order_8", MemoryConfig(order=8)),
+                         ("context_rhythm", MemoryConfig(context_rhythm=True))):
+        mixed = []
+        for rows, t in zip(pieces, terms):
+            other, confidence = memory_pitch_probs(rows, CONTEXT, config)
+            truth = np.clip(np.round(rows[CONTEXT:, PITCH]), 0, 127).astype(int)
+            w = np.array([blend_weight(knob, c) for c in confidence])
+            mixed.append((1 - w) * t["lstm"] + w * _true(other, truth))
+        result[name] = ratio(np.concatenate(mixed))
+    cache = np.concatenate([t["cache"] for t in terms])
+    result["absolute_cache"] = {str(a): ratio((1 - a) * shipped + a * cache) for a in (0.05, 0.1, 0.15, 0.2, 0.3)}
+    if dynamic:
+        adapted = np.concatenate([dynamic_lstm_probs(predictor.model, rows, **dynamic) for rows in pieces])
+        both = np.concatenate(shipped_w)
+        result["dynamic"] = {**dynamic, "alone": ratio(adapted),
+                             "with_memory": ratio((1 - both) * adapted + both * memory)}
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import torch
+
+    from livegen.train.data import default_cache_dir, file_of, ingest, read_split, select
+    from livegen.train.evaluate import load_predictor
+
+    parser = argparse.ArgumentParser(prog="python -m livegen.train.memory_ablation", description=__doc__.split("\n")[0])
+    parser.add_argument("model", nargs="?", default="models/default", help="a note-lstm model folder with a split.json")
+    parser.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    parser.add_argument("--knob", type=float, default=0.5)
+    parser.add_argument("--limit", type=int, default=0, help="score only the first N pieces (0: all)")
+    parser.add_argument("--dynamic", action="store_true", help="also measure dynamic evaluation (slow)")
+    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--chunk", type=int, default=16)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    ids = read_split(args.model)[args.split]
+    ingested = ingest(list(dict.fromkeys(file_of(p) for p in ids)), default_cache_dir(), 2, progress=False)
+    predictor = load_predictor(args.model, torch.device("cpu"))
+    pieces = [predictor.prepare(np.asarray(p.notes, dtype=np.float64)) for p in select(ingested.pieces, ids)]
+    pieces = [rows for rows in pieces if len(rows) > CONTEXT][: args.limit or None]
+    dynamic = {"lr": args.lr, "steps": args.steps, "chunk": args.chunk} if args.dynamic else None
+    report = ablation(predictor, pieces, args.knob, dynamic)
+    json.dump({"model": args.model, "split": args.split, **report}, sys.stdout, indent=1)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
