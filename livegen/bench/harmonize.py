@@ -1,9 +1,12 @@
 """`livegen bench harmonize`: harmonize mode's latency through real JACK.
 
 The real daemon (``livegen run --mode harmonize --voices N``) runs on a private JACK server
-(dummy driver); this process plays a melody into its input, as a keyboard would, and stamps
-what its output sends in an rtmidi callback (on the JACK thread, the instant it arrives).  One
-clock, ``time.monotonic()``, on both sides.  Measured per melody note:
+(dummy driver); this process plays a melody into its input, as a keyboard would, and reads what
+its output sends by polling rtmidi's queue, stamped from rtmidi's native arrival times
+(livegen/io/arrival.py), as the latency player does: an rtmidi callback would run Python on
+JACK's thread, and a cycle that waits there for this process's GIL loses its MIDI (a lost
+note-off read as a voice held for seconds).  One clock, ``time.monotonic()``, on both sides.
+Measured per melody note:
 
 - ``voice_on_ms``: the player's note-on sent -> the first voice's note-on at the listener;
 - ``voice_off_ms``: the player's note-off sent (or the pedal's release, for the notes played
@@ -31,7 +34,8 @@ from typing import Callable, Sequence
 from livegen import midi_bytes as mb
 from livegen.bench.jack import JackServer, jack_server
 from livegen.bench.latency import DEMO_PHRASE, DaemonProcess, summary_ms
-from livegen.bench.player import is_note_off, is_note_on, open_output, port_matcher, wait_for_port
+from livegen.bench.player import POLL_INTERVAL_S, is_note_off, is_note_on, open_output, port_matcher, wait_for_port
+from livegen.io.arrival import ArrivalClock
 
 CLIENT_NAME = "bench-harmonize"
 HOLD_S = (0.08, 0.3)
@@ -74,20 +78,32 @@ def play(notes: Sequence[tuple[int, int, float]], prefix: str = "livegen", chann
 
     arrivals: list[tuple[float, list[int]]] = []
     lock = threading.Lock()
+    stop = threading.Event()
+    clock = ArrivalClock()
 
-    def on_message(event, _data=None) -> None:  # only stamp and keep
-        t = time.monotonic()
-        with lock:
-            arrivals.append((t, event[0]))
+    def poll() -> None:  # only stamp and keep
+        while True:
+            stopping = stop.wait(POLL_INTERVAL_S)
+            taken = []
+            while (item := inp.get_message()) is not None:
+                taken.append(item)
+            now = time.monotonic()
+            with lock:
+                arrivals.extend((clock.stamp(delta, now), message) for message, delta in taken)
+            if stopping:
+                return
 
     out, _ = open_output(rtmidi, CLIENT_NAME, port_matcher(prefix, "in"))
     inp = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name=CLIENT_NAME, queue_size_limit=65536)
+    poller = threading.Thread(target=poll, name="harmonize-listener")
     played = []
     try:
         inp.ignore_types(sysex=False, timing=False, active_sense=False)
         inp.open_port(wait_for_port(inp, port_matcher(prefix, "out")), "in")
-        time.sleep(0.2)  # let JACK settle the connections before arming
-        inp.set_callback(on_message)
+        time.sleep(0.2)  # let JACK settle the connections
+        while inp.get_message() is not None:  # nothing from before the first note
+            pass
+        poller.start()
         time.sleep(0.1)
         pedal_from = max(len(notes) - PEDAL_NOTES, 0)
         for i, (pitch, velocity, hold) in enumerate(notes):
@@ -113,8 +129,9 @@ def play(notes: Sequence[tuple[int, int, float]], prefix: str = "livegen", chann
             then()
             time.sleep(0.3)
     finally:
-        inp.cancel_callback()
-        time.sleep(0.1)
+        stop.set()
+        if poller.is_alive():
+            poller.join()
         for client in (inp, out):
             try:
                 client.close_port()
