@@ -160,6 +160,9 @@ class MemoryStream:
     def prepare_next(self) -> None:
         self.stream.prepare_next()
 
+    def take_uniform(self) -> float:
+        return self.stream.take_uniform()
+
     def feed_accompaniment(self, rows: np.ndarray) -> None:
         """Notes livegen added to the player's own (harmonize's voices): the LSTM hears them,
         the memory, which learns only what the player played, does not."""

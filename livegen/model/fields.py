@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from livegen.model.lean_heads import LeanLogits, draw
-from livegen.model.lstm import NextNote
+from livegen.model.lstm import NextNote, lean_summary
 from livegen.model.sampling import sample_logits
 
 
@@ -54,7 +54,9 @@ def _numpy(logits: torch.Tensor) -> np.ndarray:
 def next_logits(stream) -> LeanLogits | TorchLogits:
     """The logits of a primed NoteStream's next note, the way the stream itself samples."""
     if stream.heads is not None:
-        return stream.heads.logits(stream.next.h)
+        summary = lean_summary(stream.next)
+        if summary is not None:
+            return stream.heads.logits(summary)
     return TorchLogits(stream.next)
 
 
@@ -65,7 +67,10 @@ class Draws:
     def __init__(self, stream, generator: torch.Generator | None) -> None:
         self.generator = generator
         self.device = stream.device
-        self.uniforms = torch.rand(4, generator=generator, dtype=torch.float64).numpy() if stream.heads is not None else None
+        self.uniforms = None
+        if stream.heads is not None:  # the stream's own generator: its uniforms drawn ahead in blocks
+            own = generator is stream.generator and hasattr(stream, "take_uniforms")
+            self.uniforms = stream.take_uniforms(4) if own else torch.rand(4, generator=generator, dtype=torch.float64).numpy()
 
     def __call__(self, field: int, logits: np.ndarray, temperature: float, top_p: float) -> int:
         if self.uniforms is not None:

@@ -85,10 +85,13 @@ class LeanStep:
         """Compute layer 0's recurrent term ``W_hh · h`` for ``state`` ahead of time (in idle time
         on the worker thread): the next ``__call__`` from this very state then skips the largest
         product of a one-layer step, since that term does not depend on the note to come."""
-        if state is None:
-            return
-        h0 = state[0].detach().numpy().reshape(self.layers, self.hidden)[0]
-        self._prepared = (state, self.first_recurrent @ h0)
+        if state is not None:
+            self.prepare_numpy(state[0].detach().numpy().reshape(self.layers, self.hidden), key=state)
+
+    def prepare_numpy(self, hs: np.ndarray, key: object = None) -> None:
+        """``prepare`` for a numpy state (``hs``: (layers, hidden)); ``key`` is what ``step`` will be
+        given as its state (the arrays themselves by default)."""
+        self._prepared = (hs if key is None else key, self.first_recurrent @ hs[0])
 
     def _cell(self, gates: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Gates in the packed order i, f, o, g, the first three halved (see the module doc)."""
@@ -104,14 +107,15 @@ class LeanStep:
         h_new *= o
         return h_new, c_new
 
-    def __call__(self, tokens: tuple[int, int, int, int], state: State | None) -> tuple[torch.Tensor, State]:
+    def step(self, tokens: tuple[int, int, int, int], hs: np.ndarray | None, cs: np.ndarray | None,
+             key: object = None) -> tuple[np.ndarray, np.ndarray]:
+        """One note on a numpy state (``hs``, ``cs``: (layers, hidden), or None for the zero state)
+        -> the new (hs, cs), fresh arrays (the old ones are never written).  No torch call: on a
+        cold CPU each torch call costs tens of microseconds, and harmonize waits for this step."""
         pitch, step, duration, velocity = tokens
-        if state is None:
+        if hs is None:
             hs = np.zeros((self.layers, self.hidden), np.float32)
             cs = np.zeros((self.layers, self.hidden), np.float32)
-        else:
-            hs = state[0].detach().numpy().reshape(self.layers, self.hidden)
-            cs = state[1].detach().numpy().reshape(self.layers, self.hidden)
         t = self.tables
         x = t[0][pitch] + t[1][step]
         x += t[2][duration]
@@ -123,7 +127,7 @@ class LeanStep:
         else:
             gates = x
         prepared = self._prepared
-        if prepared is not None and prepared[0] is state:
+        if prepared is not None and prepared[0] is (hs if key is None else key):
             gates += prepared[1]
         else:
             gates += self.first_recurrent @ hs[0]
@@ -135,5 +139,15 @@ class LeanStep:
             gates = weight @ np.concatenate([new_h[layer - 1], hs[layer]])
             gates += bias
             new_h[layer], new_c[layer] = self._cell(gates, cs[layer])
+        return new_h, new_c
+
+    def __call__(self, tokens: tuple[int, int, int, int], state: State | None) -> tuple[torch.Tensor, State]:
+        """``step`` with torch tensors in and out, as ``NoteLSTM.step`` takes and gives them."""
+        if state is None:
+            new_h, new_c = self.step(tokens, None, None, key=None)
+        else:
+            hs = state[0].detach().numpy().reshape(self.layers, self.hidden)
+            cs = state[1].detach().numpy().reshape(self.layers, self.hidden)
+            new_h, new_c = self.step(tokens, hs, cs, key=state)
         h_out = torch.from_numpy(new_h)
         return h_out[-1:], (h_out.view(self.layers, 1, self.hidden), torch.from_numpy(new_c).view(self.layers, 1, self.hidden))

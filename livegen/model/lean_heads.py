@@ -133,12 +133,14 @@ class LeanHeads:
         generator: torch.Generator | None,
         mask: np.ndarray,
         chord: Sequence[int] = (),
+        uniforms: np.ndarray | None = None,
     ) -> tuple[int, int, int, int]:
         """Draw (pitch, step, duration, velocity) tokens jointly, as ``sample_next`` does.
 
-        ``mask``: the additive pitch mask (128,) of ``params``' range (0 or -inf)."""
+        ``mask``: the additive pitch mask (128,) of ``params``' range (0 or -inf).  ``uniforms``:
+        the four draws' uniforms when the caller has them (else four from ``generator``)."""
         t, p = params.temperature, params.top_p
-        u = torch.rand(4, generator=generator, dtype=torch.float64).numpy()
+        u = uniforms if uniforms is not None else torch.rand(4, generator=generator, dtype=torch.float64).numpy()
         logits = self.logits(h)
         step = draw(logits.step(), t, p, u[0])
         pitch_logits = logits.pitch(step)

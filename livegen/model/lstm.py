@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -208,11 +209,19 @@ class NextNote:
     The sampler asks for step logits, picks a step, asks for pitch logits given it, and so on.
     """
 
-    __slots__ = ("model", "h", "_c_step", "_c_pitch")
+    __slots__ = ("model", "_h", "array", "_c_step", "_c_pitch")
 
-    def __init__(self, model: NoteLSTM, h: torch.Tensor) -> None:
+    def __init__(self, model: NoteLSTM, h: torch.Tensor | None = None, array=None) -> None:
         self.model = model
-        self.h = h  # (B, hidden)
+        self._h = h  # (B, hidden)
+        self.array = array  # or the same as a numpy (1, hidden) array, from the lean step (no torch call)
+
+    @property
+    def h(self) -> torch.Tensor:
+        """The summary (B, hidden) the heads read (made from ``array`` when first asked)."""
+        if self._h is None:
+            self._h = torch.from_numpy(self.array)
+        return self._h
 
     def step_logits(self) -> torch.Tensor:
         return self.model.step_head(self.h)
@@ -231,3 +240,14 @@ class NextNote:
     def logits_given(self, target: torch.Tensor) -> Logits:
         """All four heads given a known next note (B, 4): for scoring and tests."""
         return self.model.heads(self.h, target)
+
+
+def lean_summary(next_note: NextNote | None) -> np.ndarray | None:
+    """The numpy summary (1, hidden) the packed heads read, or None where they cannot be used
+    (no note yet, a batch wider than one, a summary on another device)."""
+    if next_note is None:
+        return None
+    if next_note.array is not None:
+        return next_note.array
+    h = next_note.h
+    return h.detach().numpy() if h.shape[0] == 1 and h.device.type == "cpu" else None

@@ -16,12 +16,14 @@ import torch
 
 from livegen.model.lean import LeanStep
 from livegen.model.lean_heads import LeanHeads, numpy_pitch_mask
-from livegen.model.lstm import NextNote, NoteLSTM, State
+from livegen.model.lstm import NextNote, NoteLSTM, State, lean_summary
 from livegen.model.sampling import SamplingParams, pitch_mask, sample_next
 from livegen.model.timebase import order_chords
 from livegen.model.tokens import Tokenizer
 from livegen.notes import PITCH, STEP, Note, array_to_notes, notes_to_array
 
+
+UNIFORMS_AHEAD = 64  # uniforms drawn from a stream's generator at a time (16 notes' draws)
 
 # torch warns about Intel-GPU TF32 whenever the oneDNN flags are set, which is irrelevant here.
 warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
@@ -54,8 +56,12 @@ class NoteStream:
         self.model = model
         self.tokenizer = Tokenizer(model.config.tokens)
         self.device = next(model.parameters()).device
-        self.generator = make_generator(seed, self.device)
-        self.state: State | None = None
+        self._generator = make_generator(seed, self.device)
+        self._state: State | None = None  # torch tensors, or None while only the numpy state is current
+        self._hs: np.ndarray | None = None  # the lean path's state as numpy (layers, hidden), or None
+        self._cs: np.ndarray | None = None
+        self._ahead = np.empty(0)  # uniforms drawn ahead from ``generator`` (take_uniforms), used from _ahead_at on
+        self._ahead_at = 0
         self.next: NextNote | None = None
         self.tempo = self.tokenizer.tracker()
         self._masks: dict[tuple[int, int], torch.Tensor] = {}
@@ -69,16 +75,69 @@ class NoteStream:
     def primed(self) -> bool:
         return self.next is not None
 
+    @property
+    def generator(self) -> torch.Generator:
+        """The stream's own random generator (seeded at construction)."""
+        return self._generator
+
+    @generator.setter
+    def generator(self, generator: torch.Generator) -> None:
+        self._generator = generator
+        self._ahead, self._ahead_at = np.empty(0), 0  # uniforms drawn from the old one are dropped
+
+    @property
+    def state(self) -> State | None:
+        """The recurrent state as torch tensors (made from the lean path's numpy arrays when asked)."""
+        if self._state is None and self._hs is not None:
+            layers, hidden = self._hs.shape
+            self._state = (torch.from_numpy(self._hs).view(layers, 1, hidden),
+                           torch.from_numpy(self._cs).view(layers, 1, hidden))
+        return self._state
+
+    @state.setter
+    def state(self, value: State | None) -> None:
+        self._state, self._hs, self._cs = value, None, None
+
+    def _numpy_state(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        if self._hs is None and self._state is not None:
+            lean = self._lean
+            self._hs = self._state[0].detach().numpy().reshape(lean.layers, lean.hidden)
+            self._cs = self._state[1].detach().numpy().reshape(lean.layers, lean.hidden)
+        return self._hs, self._cs
+
     def reset(self) -> None:
         self.state = None
         self.next = None
         self.tempo.reset()
 
-    def prepare_next(self) -> None:
-        """Do now the part of the next one-note feed that does not depend on the note (see
-        LeanStep.prepare): harmonize calls it after a chord, while the player holds the key."""
+    def prepare_next(self, uniforms: int = 8) -> None:
+        """Do now what the next one-note feed and draws need and the note does not decide (see
+        LeanStep.prepare), and have ``uniforms`` uniforms drawn ahead (``take_uniforms``):
+        harmonize calls it after a chord, while the player holds the key."""
         if self._lean is not None:
-            self._lean.prepare(self.state)
+            hs, _ = self._numpy_state()
+            if hs is not None:
+                self._lean.prepare_numpy(hs)
+        if len(self._ahead) - self._ahead_at < uniforms:
+            self._draw_ahead()
+
+    def _draw_ahead(self) -> None:
+        drawn = torch.rand(UNIFORMS_AHEAD, generator=self.generator, dtype=torch.float64, device=self.device)
+        self._ahead = np.concatenate([self._ahead[self._ahead_at:], drawn.cpu().numpy()])
+        self._ahead_at = 0
+
+    def take_uniforms(self, count: int) -> np.ndarray:
+        """``count`` uniforms from the stream's own generator, drawn ``UNIFORMS_AHEAD`` at a time:
+        one torch call per block instead of one per note (each costs microseconds warm, tens of
+        them on a CPU gone cold).  The sequence is fixed by the seed, as before."""
+        if len(self._ahead) - self._ahead_at < count:
+            self._draw_ahead()
+        taken = self._ahead[self._ahead_at : self._ahead_at + count]
+        self._ahead_at += count
+        return taken
+
+    def take_uniform(self) -> float:
+        return float(self.take_uniforms(1)[0])
 
     def set_beat(self, seconds: float | None) -> None:
         """The beat of a running MIDI clock (None: no clock): the best estimate of the tempo."""
@@ -88,8 +147,10 @@ class NoteStream:
         """Advance over one row (4,) or several (N, 4) of notes, in onset order."""
         rows = np.asarray(rows, dtype=np.float64).reshape(-1, 4)
         if len(rows) == 1 and self._lean is not None:
-            h, self.state = self._lean(self.tokenizer.encode_one(rows[0], self.tempo.unit), self.state)
-            self.next = NextNote(self.model, h)
+            hs, cs = self._numpy_state()
+            hs, cs = self._lean.step(self.tokenizer.encode_one(rows[0], self.tempo.unit), hs, cs)
+            self._state, self._hs, self._cs = None, hs, cs
+            self.next = NextNote(self.model, array=hs[-1:])
             self.tempo.push(rows[0, STEP])
         elif len(rows):
             self._feed_torch(order_chords(rows, self.tokenizer.config.chord_order, self.tokenizer.config.chord_seconds))
@@ -114,12 +175,14 @@ class NoteStream:
         """
         if self.next is None:
             raise RuntimeError("feed at least one note before sampling")
-        if self.heads is not None and self.next.h.shape[0] == 1:
+        if self.heads is not None and lean_summary(self.next) is not None:
             key = (params.pitch_low, params.pitch_high)
             mask = self._lean_masks.get(key)
             if mask is None:
                 mask = self._lean_masks[key] = numpy_pitch_mask(*key)
-            tokens = self.heads.sample(self.next.h, params, generator or self.generator, mask, chord)
+            uniforms = self.take_uniforms(4) if generator is None or generator is self.generator else None
+            tokens = self.heads.sample(lean_summary(self.next), params, generator or self.generator, mask, chord,
+                                       uniforms)
             return self.tokenizer.decode_one(tokens, self.tempo)
         return self._sample_torch(params, generator, chord)
 
@@ -141,11 +204,12 @@ class NoteStream:
         probe.feed(np.array([[60.0, 0.0, 0.5, 80.0], [64.0, 0.0, 0.5, 80.0]]))
 
     def fork(self) -> "NoteStream":
-        """An independent copy sharing the model (the state tensors are immutable here)."""
+        """An independent copy sharing the model (the state arrays are never written in place)."""
         other = NoteStream.__new__(NoteStream)
         other.__dict__.update(self.__dict__)
         other._masks = self._masks
         other.tempo = self.tempo.copy()
+        other._ahead, other._ahead_at = np.empty(0), 0  # the uniforms drawn ahead are this stream's own
         return other
 
 

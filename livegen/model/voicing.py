@@ -18,6 +18,7 @@ import torch
 from livegen.model.lean_heads import draw
 from livegen.model.params import SamplingParams
 from livegen.model.sampling import pitch_mask, sample_logits
+from livegen.model.lstm import lean_summary
 
 
 def chord_order_of(model) -> str:
@@ -35,21 +36,24 @@ def sample_pitch_at(stream, params: SamplingParams, step: float, taken: Sequence
     ``stream`` is a primed NoteStream (or a MemoryStream around one); the state is not advanced
     (the caller feeds the note).  On the CPU with linear heads the pitch is drawn in numpy from
     the packed heads (livegen/model/lean_heads.py): a chord's voices are sampled while the player
-    waits for them, and the torch path costs ~0.4 ms a voice against ~0.03 ms."""
+    waits for them, and the torch path costs ~0.4 ms a voice against ~0.03 ms.  No torch call is
+    made there: on a CPU gone cold between two melody notes each one costs tens of microseconds."""
     if stream.next is None:
         return None
     # the step's bin as feed() would encode it (bin 0, a chord, for a zero step)
     row = (float(taken[0]) if taken else 60.0, max(float(step), 0.0), 0.5, 64.0)
     step_bin = int(stream.tokenizer.encode_one(row, stream.tempo.unit)[1])  # in the stream's running tempo
     heads = getattr(stream, "heads", None)
-    if heads is not None and stream.next.h.shape[0] == 1:
+    summary = lean_summary(stream.next) if heads is not None else None
+    if summary is not None:
         # only the allowed pitches, in ascending order: the same draw as the masked row gives
         banned = set(taken)
         allowed = [p for p in range(max(params.pitch_low, 0), min(params.pitch_high, 127) + 1) if p not in banned]
         if not allowed:
             return None
-        logits = heads.pitch_logits(stream.next.h, step_bin)[allowed]
-        uniform = float(torch.rand(1, generator=stream.generator, dtype=torch.float64))
+        logits = heads.pitch_logits(summary, step_bin)[allowed]
+        take = getattr(stream, "take_uniform", None)  # drawn ahead between chords: no torch call now
+        uniform = take() if take is not None else float(torch.rand(1, generator=stream.generator, dtype=torch.float64))
         return allowed[draw(logits, params.temperature, params.top_p, uniform)]
     with torch.inference_mode(), torch.backends.mkldnn.flags(enabled=False):
         mask = pitch_mask(params.pitch_low, params.pitch_high, stream.device)

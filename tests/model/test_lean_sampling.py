@@ -191,3 +191,47 @@ def test_a_harmonize_voice_follows_the_pitch_distribution_at_its_step_within_its
     distance, bound = distance_to(exact, draws)
     assert distance < bound, f"total variation {distance:.3f} >= {bound:.3f}"
     assert sample_pitch_at(stream, dataclasses.replace(params, pitch_low=60, pitch_high=60), 0.0, taken) is None
+
+
+def test_a_prepared_feed_and_a_harmonize_voice_make_no_torch_call(shipped, monkeypatch):
+    """After ``prepare_next`` (harmonize's idle time between chords) the melody's feed and a
+    voice's draw run in numpy only: on a CPU gone cold each torch call costs tens of microseconds."""
+    from livegen.model.voicing import sample_pitch_at
+
+    stream = primed(shipped)
+    stream.prepare_next()
+    expected = NoteStream(shipped, seed=0)
+    expected.feed(notes_to_array(melody(12)))
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a torch call on the lean path")
+
+    with monkeypatch.context() as patch:
+        for name in ("rand", "from_numpy", "tensor", "as_tensor", "zeros", "empty"):
+            patch.setattr(torch, name, forbidden)
+        for name in ("detach", "numpy", "view"):
+            patch.setattr(torch.Tensor, name, forbidden)
+        stream.feed(np.array([72.0, 0.4, 0.3, 80.0]))
+        pitch = sample_pitch_at(stream, SamplingParams(pitch_low=48, pitch_high=71), 0.0, [72])
+    assert 48 <= pitch <= 71
+    expected.feed(np.array([72.0, 0.4, 0.3, 80.0]))  # the same state as the torch path gives
+    torch.testing.assert_close(stream.state[0], expected.state[0], rtol=1e-5, atol=1e-5)
+    stream.feed(notes_to_array(melody(3)))  # a batched (torch) feed after lean ones, then lean again
+    stream.feed(np.array([60.0, 0.4, 0.3, 80.0]))
+    assert stream.state[0].shape == (shipped.config.layers, 1, shipped.config.hidden)
+
+
+def test_uniforms_drawn_ahead_follow_the_seed_and_stay_with_their_stream():
+    stream, again = NoteStream(linear_model(), seed=5), NoteStream(linear_model(), seed=5)
+    first = np.concatenate([stream.take_uniforms(4) for _ in range(40)])  # more than one block
+    assert np.array_equal(first, np.concatenate([again.take_uniforms(4) for _ in range(40)]))
+    assert len(set(first.tolist())) == len(first) and ((0 <= first) & (first < 1)).all()
+    left = stream._ahead[stream._ahead_at:].copy()
+    fork = stream.fork()  # its own buffer: never the parent's uniforms again
+    assert len(fork._ahead) == 0
+    fork.take_uniform()
+    assert np.array_equal(stream._ahead[stream._ahead_at:], left) and not set(fork._ahead.tolist()) & set(left.tolist())
+    stream.prepare_next()
+    stream.generator = torch.Generator().manual_seed(9)  # a new generator: nothing drawn from the old one is used
+    assert np.array_equal(stream.take_uniforms(2), torch.rand(64, generator=torch.Generator().manual_seed(9),
+                                                              dtype=torch.float64).numpy()[:2])
