@@ -51,7 +51,11 @@ def wait_until(condition: Callable[[], object], timeout: float = 10.0, interval:
 @contextmanager
 def start_jack_server(startup_timeout: float = 10.0) -> Iterator[JackServer]:
     """Start a private jackd (livegen.bench.jack.jack_server: dummy driver, realtime where
-    allowed, dies with this process) and point JACK_DEFAULT_SERVER at it.
+    allowed, synchronous, dies with this process) and point JACK_DEFAULT_SERVER at it.
+
+    Synchronous (``jackd -S``) because these tests check what livegen does with every message,
+    and on a host that wakes realtime threads late now and then, asynchronous jackd drops the
+    MIDI of a late cycle whatever the client does (tests/test_jack_realtime.py measures both).
 
     The environment variables this sets are restored on exit.  A jackd that ended by a signal
     (killed by a test, or after not stopping in time) has its registry slot reclaimed
@@ -59,7 +63,7 @@ def start_jack_server(startup_timeout: float = 10.0) -> Iterator[JackServer]:
     """
     started: list[JackServer] = []
     try:
-        with jack_server(startup_timeout=startup_timeout, prefix="livegen-test") as server:
+        with jack_server(startup_timeout=startup_timeout, prefix="livegen-test", sync=True) as server:
             started.append(server)
             settings = {key: server.env[key] for key in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")}
             saved = {key: os.environ.get(key) for key in settings}

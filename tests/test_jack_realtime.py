@@ -11,6 +11,23 @@ Before the fix, livegen's input ran Python (the rtmidi callback, waiting for the
 JACK's realtime process cycle; a cycle that overran lost its MIDI, and a lost note-off merged two
 phrases into one trigger.  The test is skipped, saying so, where this user may not run realtime
 threads (jackd -R needs SCHED_FIFO).
+
+What the host does to JACK, measured on the 2-core VMs this project runs on: a SCHED_FIFO thread
+that sleeps 1 ms wakes more than 1 ms late about 0.5 % of the time (up to 4 ms), so the dummy
+driver misses 32- and 64-frame deadlines (0.67 and 1.33 ms) in clients that run no Python at
+all, and jackd in its default asynchronous mode drops the MIDI of a cycle a client finished
+late: 2 of 2,000 messages in some runs, a lost note-off now and then in the chorale runs, on a
+quiet machine.  So the two tests split the question:
+
+- the mechanism, against JACK's deadlines (asynchronous mode): an input fed 2,000 messages/s
+  beside a thread that holds the GIL.  The callback design lost 87 % of them at 32 frames
+  (55-62 % when first measured); polling loses nothing, or a few messages in cycles that jackd
+  reports late (XRun), and the test bounds that at 1 %;
+- the whole instrument at stage periods, with ``jackd -S`` (synchronous: a cycle waits for
+  every client, so a cycle the host holds up comes late instead of losing its MIDI): every
+  phrase, note and release accounted for, exactly.  In this mode the callback design lost
+  nothing either (it made jackd report 93-123 XRuns a run, polling 1-6), which is why the
+  mechanism is tested on its own.
 """
 
 from __future__ import annotations
@@ -68,10 +85,10 @@ def chorale_phrases(count: int) -> list[list[list[int]]]:
 
 
 @contextmanager
-def private_server(period: int = 64, realtime: bool = True):
+def private_server(period: int = 64, realtime: bool = True, sync: bool = False):
     """A private jackd at ``period`` frames, named in os.environ while it runs (the probe is a
     client of this process)."""
-    with jack_server(period=period, realtime=realtime, prefix="livegen-rt") as server:
+    with jack_server(period=period, realtime=realtime, prefix="livegen-rt", sync=sync) as server:
         saved = {key: os.environ.get(key) for key in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")}
         os.environ.update({key: server.env[key] for key in saved})
         try:
@@ -156,7 +173,7 @@ def test_every_phrase_is_answered_once_with_every_note_at_stage_settings(period,
     for attempt in range(RUNS + 2):  # two spare runs for a player held up by the machine
         workdir = tmp_path / f"run{attempt}"
         workdir.mkdir()
-        with private_server(period) as server:
+        with private_server(period, sync=True) as server:
             assert server.realtime
             run = play_run(server, quick_model, workdir)
         where = f"run {attempt} at {period} frames"
@@ -188,13 +205,20 @@ out.delete()
 """
 
 
+def xruns(server) -> int:
+    """Cycles jackd reported late so far: its driver woke late, or a client had not finished."""
+    return sum("XRun" in line for line in server.log().splitlines())
+
+
 @needs_realtime
 @pytest.mark.parametrize("period", [32, 64])
-def test_the_input_loses_nothing_while_other_threads_hold_the_gil(period):
+def test_the_input_loses_nothing_of_its_own_while_other_threads_hold_the_gil(period):
     """The mechanism alone: a thread that keeps the GIL busy (as the engine and the model do)
-    beside livegen's input, fed at 2,000 messages/s by another process.  With a Python callback
-    in JACK's cycle this lost 55-62% of 4,000 messages at 32 and at 64 frames; polling rtmidi's
-    queue loses none."""
+    beside livegen's input, fed at 2,000 messages/s by another process, through jackd's default
+    asynchronous mode.  With a Python callback in JACK's cycle this lost 87 % of the messages at
+    32 frames; polling rtmidi's queue loses none of its own.  What a host that misses JACK's
+    deadlines loses (see the module's docstring) comes with XRuns in jackd's log and stays far
+    below 1 %."""
     messages = 2000
     with private_server(period) as server:
         assert server.realtime
@@ -214,9 +238,12 @@ def test_the_input_loses_nothing_while_other_threads_hold_the_gil(period):
                 stop.set()
                 hog.join()
             assert sender.returncode == 0, sender.stderr
-            wait_until(lambda: inp.pending >= messages, 5, message=lambda: f"{messages} messages; {inp.pending} came")
-            time.sleep(0.1)
-            assert (inp.pending, inp.dropped) == (messages, 0)
+            wait_until(lambda: inp.pending >= messages * 0.99, 5, message=lambda: f"{messages} messages; {inp.pending} came")
+            time.sleep(0.3)
+            lost, late_cycles = messages - inp.pending, xruns(server)
+            assert inp.dropped == 0 and lost >= 0
+            assert lost == 0 or late_cycles > 0, f"{lost} of {messages} lost while jackd reported no late cycle"
+            assert lost <= messages // 100, f"{lost} of {messages} lost ({late_cycles} late cycles reported)"
 
 
 @needs_realtime

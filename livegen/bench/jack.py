@@ -125,11 +125,14 @@ def stop_process(process: subprocess.Popen | None, timeout: float = 5.0) -> None
 
 @contextmanager
 def jack_server(rate: int = 48000, period: int = 64, startup_timeout: float = 15.0,
-                prefix: str = "livegen-bench", realtime: bool | None = None) -> Iterator[JackServer]:
+                prefix: str = "livegen-bench", realtime: bool | None = None,
+                sync: bool = False) -> Iterator[JackServer]:
     """Start ``jackd -d dummy`` under a unique name; stop it afterwards, whatever happens.
 
     ``realtime``: None runs ``jackd -R`` where ``realtime_allowed()``, else ``--no-realtime``;
-    True insists (BenchError where it is not allowed); False never.
+    True insists (BenchError where it is not allowed); False never.  ``sync`` runs ``jackd -S``:
+    a cycle waits for every client to finish, so a client the host holds up makes the cycle late
+    instead of losing its MIDI (see tests/test_jack_realtime.py).
     """
     if shutil.which("jackd") is None:
         raise BenchError("jackd is not installed (apt install jackd2); the latency benchmark needs it")
@@ -141,8 +144,8 @@ def jack_server(rate: int = 48000, period: int = 64, startup_timeout: float = 15
     log_path = Path(tempfile.gettempdir()) / f"{name}.log"
     env = {**os.environ, "JACK_DEFAULT_SERVER": name, "JACK_NO_START_SERVER": "1",
            "JACK_NO_AUDIO_RESERVATION": "1"}
-    command = ["jackd", "-R" if realtime else "--no-realtime", "--name", name, "--timeout", "2000",
-               "-d", "dummy", "--rate", str(rate), "--period", str(period)]
+    command = ["jackd", "-R" if realtime else "--no-realtime", *(["--sync"] if sync else []), "--name", name,
+               "--timeout", "2000", "-d", "dummy", "--rate", str(rate), "--period", str(period)]
     process = None
     try:
         with open(log_path, "w") as log_file:
