@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 from livegen import __version__
 from livegen.argtypes import number_in_range, pitch_range
 from livegen.errors import LivegenError
+from livegen.model.key_prior import DEFAULT_STRENGTH
 
 EXIT_OK = 0
 EXIT_ERROR = 2
@@ -45,6 +46,9 @@ def _add_sampling_flags(parser: argparse.ArgumentParser) -> None:
                         help="nucleus sampling mass in (0, 1] (default 1.0 = off)")
     parser.add_argument("--pitch-range", type=pitch_range, default=(21, 108), metavar="LOW-HIGH",
                         help="pitches the answer may use, MIDI numbers or names (default 21-108, the piano)")
+    parser.add_argument("--key-prior", type=number_in_range(float, 0.0, 1.0), default=DEFAULT_STRENGTH, metavar="K",
+                        help=f"pitches outside the key of the last notes are 1-K times as likely (default "
+                             f"{DEFAULT_STRENGTH:g}; 0 = the model as trained, 1 = the key's pitches only)")
     parser.add_argument("--seed", type=int, help="random seed for a reproducible result")
 
 
@@ -67,7 +71,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.primer_notes:
         primer = primer[-args.primer_notes :]
     model = load_model(args.model, device=args.device)
-    params = SamplingParams(args.temperature, args.top_p, *args.pitch_range)
+    params = SamplingParams(args.temperature, args.top_p, *args.pitch_range, key_prior=args.key_prior)
     started = time.perf_counter()
     continuation = continue_notes(model, primer, args.length, params, seed=args.seed)
     elapsed = time.perf_counter() - started

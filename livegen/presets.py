@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from livegen.errors import PresetError
+from livegen.model.key_prior import DEFAULT_STRENGTH
 from livegen.shipped import shipped_dir
 
 MODES = ("call-response", "overlap", "mirror", "harmonize")
@@ -52,6 +53,7 @@ class Sampling:
     top_p: float = field(default=1.0, metadata=_range(0.01, 1.0, "nucleus sampling mass (1 = off)"))
     pitch_low: int = field(default=21, metadata=_range(0, 127, "lowest pitch the answer may use"))
     pitch_high: int = field(default=108, metadata=_range(0, 127, "highest pitch the answer may use"))
+    key_prior: float = field(default=DEFAULT_STRENGTH, metadata=_range(0.0, 1.0, "how much less likely a pitch outside the key you are playing in is (0 = the model as trained, 1 = never)"))
 
 
 @dataclass

@@ -50,6 +50,7 @@ def melody_rows(count: int) -> np.ndarray:
 def measure_stream(model, steps: int, device: str) -> dict:
     import torch
 
+    from livegen.model.key_prior import DEFAULT_STRENGTH
     from livegen.model.sampling import SamplingParams
     from livegen.model.stream import NoteStream
 
@@ -58,7 +59,7 @@ def measure_stream(model, steps: int, device: str) -> dict:
     stream.warm_up()
     rows = melody_rows(steps + SEED_WINDOW)
     stream.feed(rows[:SEED_WINDOW])
-    params = SamplingParams()
+    params = SamplingParams(key_prior=DEFAULT_STRENGTH)  # as `livegen run` samples (the key read at every note)
     for i in range(50):  # warm-up
         stream.feed(rows[i])
         stream.sample(params)

@@ -47,6 +47,7 @@ from livegen.engine.tempo import DIVISIONS, ClockFollower, Grid, phrase_beat
 from livegen.engine.window import Window
 from livegen.engine.worker import Predictor, ResponseRequest, ResponseWorker
 from livegen.io.sinks import RecordingSink, Sink
+from livegen.model.key_prior import DEFAULT_STRENGTH
 from livegen.model.memory import SessionMemory
 from livegen.model.params import SamplingParams
 
@@ -72,7 +73,7 @@ class SessionConfig:
     gap_s: float = 0.5
     length: int = 32
     max_seconds: float = 20.0
-    sampling: SamplingParams = field(default_factory=SamplingParams)
+    sampling: SamplingParams = field(default_factory=lambda: SamplingParams(key_prior=DEFAULT_STRENGTH))
     mode: str = "call-response"
     channel: int = 0  # MIDI channel (0-15) the answer plays on
     program: int | None = 0  # GM program sent at start; None sends none
@@ -380,7 +381,7 @@ class Session:
         self._log({**record, "temperature": p.temperature})
         self._log({"event": "respond", "t": now, "tag": request.tag, "start_at": request.start_at,
                    "temperature": p.temperature, "top_p": p.top_p, "length": request.length,
-                   "mode": self.config.mode, "preset": self.config.name, "memory": p.memory,
+                   "mode": self.config.mode, "preset": self.config.name, "memory": p.memory, "key_prior": p.key_prior,
                    "grid": None if grid is None else [grid.origin, grid.step],
                    "grid_from": None if grid is None else grid.source})
 

@@ -33,7 +33,6 @@ from livegen.model.fields import Draws, next_logits, softmax
 from livegen.model.lean_heads import ban_chord
 from livegen.model.memory import Prediction, SessionMemory, add_interval_pitches
 from livegen.model.params import SamplingParams
-from livegen.model.sampling import pitch_mask
 from livegen.model.stream import NoteStream, make_generator
 from livegen.model.tokens import Tokenizer
 
@@ -120,7 +119,6 @@ class MemoryStream:
         self.adaptive = adaptive
         self._cursor = None  # an answer's own position in the memory; None: the learning cursor
         self._learns = True
-        self._masks: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._step_bins = StepBins(memory, stream.tokenizer)  # shared with forks (same memory, same model)
 
     # the NoteStream's surface (read-only), for the daemon, harmonize's voicing and the benchmarks
@@ -132,6 +130,7 @@ class MemoryStream:
     device = _of_stream("device")
     generator = _of_stream("generator")
     heads = _of_stream("heads")
+    key = _of_stream("key")
 
     def set_beat(self, seconds: float | None) -> None:
         self.stream.set_beat(seconds)
@@ -222,7 +221,7 @@ class MemoryStream:
         else:
             with torch.inference_mode(), torch.backends.mkldnn.flags(enabled=False):
                 tokens = self._sample_tokens(params, generator or self.stream.generator, chord)
-        return self.stream.tokenizer.decode_one(tokens, self.stream.tempo)
+        return self.stream.mark_own(self.stream.tokenizer.decode_one(tokens, self.stream.tempo))
 
     def _sample_tokens(self, params: SamplingParams, generator: torch.Generator, chord: Sequence[int]) -> tuple[int, int, int, int]:
         if self.stream.next is None:
@@ -236,20 +235,10 @@ class MemoryStream:
         step = draw.from_probs(0, step_mix, t, p)
         w_s = w * session.step[step] / step_mix[step] if step_mix[step] > 0 else w
         pitch_mix = session.add_pitch(softmax(logits.pitch(step), 1.0 - w_s), w_s, step)
-        mask, allowed = self._mask(params)
-        banned = ban_chord(mask, step, chord)
-        pitch_mix *= allowed if banned is mask else np.isfinite(banned)  # the additive mask, on probabilities
+        mask = self.stream.pitch_mask_array(params)  # the range and the key prior, additive
+        pitch_mix *= np.exp(ban_chord(mask, step, chord))  # ... applied to probabilities
         pitch = draw.from_probs(1, pitch_mix, t, p)
         duration = draw(2, logits.duration(step, pitch), t, p)
         velocity = draw(3, logits.velocity(step, pitch, duration), t, p)
         return pitch, step, duration, velocity
-
-    def _mask(self, params: SamplingParams) -> tuple[np.ndarray, np.ndarray]:
-        """The pitch range as an additive mask (0 or -inf) and as a factor (1 or 0)."""
-        key = (params.pitch_low, params.pitch_high)
-        masks = self._masks.get(key)
-        if masks is None:
-            mask = pitch_mask(*key).numpy().astype(np.float64)
-            masks = self._masks[key] = (mask, np.isfinite(mask).astype(np.float64))
-        return masks
 

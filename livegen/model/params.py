@@ -13,6 +13,8 @@ class SamplingParams:
     trained, above 1 flattens. top_p: keeps the smallest set of classes whose probability
     reaches p. pitch_low/pitch_high: inclusive MIDI range the answer may use. memory: how much
     the session memory's prediction weighs against the model's (0 = none, 1 = the memory alone).
+    key_prior: how much less likely a pitch outside the key of the last notes is (0 = the model as
+    trained, 0.5 = half as likely, 1 = never; see livegen.model.key_prior).
     """
 
     temperature: float = 1.0
@@ -20,6 +22,7 @@ class SamplingParams:
     pitch_low: int = 21
     pitch_high: int = 108
     memory: float = 0.0  # weight of the session memory (livegen.model.blend): 0 = the model alone
+    key_prior: float = 0.0  # livegen run's default is key_prior.DEFAULT_STRENGTH (the presets')
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.temperature <= 10.0:
@@ -28,5 +31,7 @@ class SamplingParams:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if not 0.0 <= self.memory <= 1.0:
             raise ValueError(f"memory must be in [0, 1], got {self.memory}")
+        if not 0.0 <= self.key_prior <= 1.0:
+            raise ValueError(f"key_prior must be in [0, 1], got {self.key_prior}")
         if not 0 <= self.pitch_low <= self.pitch_high <= 127:
             raise ValueError(f"pitch range must satisfy 0 <= low <= high <= 127, got {self.pitch_low}-{self.pitch_high}")

@@ -14,16 +14,18 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from livegen.model.key_prior import KeyTracker, key_log_prior
 from livegen.model.lean import LeanStep
 from livegen.model.lean_heads import LeanHeads, numpy_pitch_mask
 from livegen.model.lstm import NextNote, NoteLSTM, State, lean_summary
-from livegen.model.sampling import SamplingParams, pitch_mask, sample_next
+from livegen.model.sampling import SamplingParams, sample_next
 from livegen.model.timebase import order_chords
 from livegen.model.tokens import Tokenizer
-from livegen.notes import PITCH, STEP, Note, array_to_notes, notes_to_array
+from livegen.notes import DURATION, PITCH, STEP, Note, array_to_notes, notes_to_array
 
 
 UNIFORMS_AHEAD = 64  # uniforms drawn from a stream's generator at a time (16 notes' draws)
+MASKS_KEPT = 512  # pitch masks cached per stream family (ranges x keys x key-prior strengths)
 
 # torch warns about Intel-GPU TF32 whenever the oneDNN flags are set, which is irrelevant here.
 warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
@@ -49,7 +51,9 @@ class NoteStream:
 
     A model in relative time (see livegen.model.timebase) reads and predicts in units of the
     stream's running tempo: ``tempo`` follows every note fed, converts samples back to seconds,
-    and snaps to a MIDI clock's beat once ``set_beat`` gives one.
+    and snaps to a MIDI clock's beat once ``set_beat`` gives one.  ``key`` follows the key of the
+    last notes fed, except those this stream sampled (``mark_own``), and
+    ``SamplingParams.key_prior`` leans the samples towards it.
     """
 
     def __init__(self, model: NoteLSTM, seed: int | None = None) -> None:
@@ -64,12 +68,14 @@ class NoteStream:
         self._ahead_at = 0
         self.next: NextNote | None = None
         self.tempo = self.tokenizer.tracker()
-        self._masks: dict[tuple[int, int], torch.Tensor] = {}
+        self.key = KeyTracker()
+        self._own: list[float] | None = None  # the row sampled last: fed back, it does not move the key
+        self._masks: dict[tuple, torch.Tensor] = {}
         # One note at a time on the CPU goes through packed numpy weights (see lean.py).
         self._lean = LeanStep(model) if self.device.type == "cpu" and not model.training else None
         # ... and samples through packed numpy heads when they are single Linears (see lean_heads.py).
         self.heads = LeanHeads(model) if self._lean is not None and model.config.head == "linear" else None
-        self._lean_masks: dict[tuple[int, int], np.ndarray] = {}
+        self._lean_masks: dict[tuple, np.ndarray] = {}
 
     @property
     def primed(self) -> bool:
@@ -109,6 +115,34 @@ class NoteStream:
         self.state = None
         self.next = None
         self.tempo.reset()
+        self.key.clear()
+
+    def _mask_key(self, params: SamplingParams) -> tuple:
+        key = self.key.key() if params.key_prior > 0.0 else None
+        return params.pitch_low, params.pitch_high, key, params.key_prior if key is not None else 0.0
+
+    def mark_own(self, row: np.ndarray) -> np.ndarray:
+        """``row`` was sampled here: fed back, it will not move the key (an answer keeps the key of
+        what it answers instead of wandering off on its own notes).  Returns ``row``."""
+        self._own = np.asarray(row, dtype=np.float64).tolist()
+        return row
+
+    def pitch_mask_array(self, params: SamplingParams) -> np.ndarray:
+        """The additive (128,) pitch mask of ``params``: the pitch range, and the key prior on the
+        key of the last notes fed (cached; never written in place)."""
+        cache_key = self._mask_key(params)
+        key = cache_key[2]
+        mask = self._lean_masks.get(cache_key)
+        if mask is None:
+            mask = numpy_pitch_mask(params.pitch_low, params.pitch_high)
+            if key is not None:
+                with_key = mask + key_log_prior(key, params.key_prior)
+                if np.isfinite(with_key).any():  # a range wholly outside the key keeps its pitches
+                    mask = with_key
+            if len(self._lean_masks) >= MASKS_KEPT:
+                self._lean_masks.clear()
+            self._lean_masks[cache_key] = mask
+        return mask
 
     def prepare_next(self, uniforms: int = 8) -> None:
         """Do now what the next one-note feed and draws need and the note does not decide (see
@@ -146,6 +180,10 @@ class NoteStream:
     def feed(self, rows: np.ndarray) -> None:
         """Advance over one row (4,) or several (N, 4) of notes, in onset order."""
         rows = np.asarray(rows, dtype=np.float64).reshape(-1, 4)
+        own, self._own = self._own, None
+        if own is None or len(rows) != 1 or rows[0].tolist() != own:
+            for row in rows[-self.key.window:].tolist():
+                self.key.push(row[PITCH], row[DURATION])
         if len(rows) == 1 and self._lean is not None:
             hs, cs = self._numpy_state()
             hs, cs = self._lean.step(self.tokenizer.encode_one(rows[0], self.tempo.unit), hs, cs)
@@ -176,22 +214,22 @@ class NoteStream:
         if self.next is None:
             raise RuntimeError("feed at least one note before sampling")
         if self.heads is not None and lean_summary(self.next) is not None:
-            key = (params.pitch_low, params.pitch_high)
-            mask = self._lean_masks.get(key)
-            if mask is None:
-                mask = self._lean_masks[key] = numpy_pitch_mask(*key)
+            mask = self.pitch_mask_array(params)
             uniforms = self.take_uniforms(4) if generator is None or generator is self.generator else None
             tokens = self.heads.sample(lean_summary(self.next), params, generator or self.generator, mask, chord,
                                        uniforms)
-            return self.tokenizer.decode_one(tokens, self.tempo)
-        return self._sample_torch(params, generator, chord)
+            return self.mark_own(self.tokenizer.decode_one(tokens, self.tempo))
+        return self.mark_own(self._sample_torch(params, generator, chord))
 
     @_streaming
     def _sample_torch(self, params: SamplingParams, generator: torch.Generator | None, chord: Sequence[int]) -> np.ndarray:
-        key = (params.pitch_low, params.pitch_high)
+        key = self._mask_key(params)
         mask = self._masks.get(key)
         if mask is None:
-            mask = self._masks[key] = pitch_mask(*key, device=self.device)
+            if len(self._masks) >= MASKS_KEPT:
+                self._masks.clear()
+            array = self.pitch_mask_array(params)
+            mask = self._masks[key] = torch.as_tensor(array, dtype=torch.float32, device=self.device)
         tokens = sample_next(self.next, params, generator or self.generator, mask, chord)
         return self.tokenizer.decode(tokens.cpu().numpy(), self.tempo)[0]
 
@@ -209,6 +247,7 @@ class NoteStream:
         other.__dict__.update(self.__dict__)
         other._masks = self._masks
         other.tempo = self.tempo.copy()
+        other.key = self.key.copy()
         other._ahead, other._ahead_at = np.empty(0), 0  # the uniforms drawn ahead are this stream's own
         return other
 

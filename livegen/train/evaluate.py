@@ -56,6 +56,7 @@ class LSTMPredictor:
         self.tokenizer = Tokenizer(model.config.tokens)
         self.device = next(model.parameters()).device
         self._stream = None  # one NoteStream, forked per continuation: its weights are packed once
+        self.key_prior = 0.0  # SamplingParams.key_prior of the continuations (livegen eval --key-prior)
 
     def prepare(self, rows: np.ndarray) -> np.ndarray:
         """The piece with its chords in the order this model reads them (the same notes)."""
@@ -99,7 +100,8 @@ class LSTMPredictor:
         stream = self._stream.fork()
         stream.reset()
         generator = make_generator(seed, self.device)
-        params = SamplingParams(temperature=temperature, pitch_low=pitch_range[0], pitch_high=pitch_range[1])
+        params = SamplingParams(temperature=temperature, pitch_low=pitch_range[0], pitch_high=pitch_range[1],
+                                key_prior=self.key_prior)
         stream.feed(primer)
         rows = np.empty((length, 4))
         chord: list[int] = []
@@ -153,8 +155,11 @@ class MarkovPredictor:
         return self.model.continue_rows(primer, length, np.random.default_rng(seed), temperature, *pitch_range)
 
 
-def load_predictor(spec: str, device: torch.device, markov: MarkovModel | None = None):
-    """A model folder (any registered arch or a saved Markov model), or an already fitted Markov."""
+def load_predictor(spec: str, device: torch.device, markov: MarkovModel | None = None, key_prior: float = 0.0):
+    """A model folder (any registered arch or a saved Markov model), or an already fitted Markov.
+
+    ``key_prior``: the note-lstm's continuations lean to the key as ``livegen run`` does (the
+    baselines sample as they are)."""
     from livegen.model.checkpoint import load_model
     from livegen.model.seed_baseline import SeedLSTM
 
@@ -170,7 +175,11 @@ def load_predictor(spec: str, device: torch.device, markov: MarkovModel | None =
     if arch == MARKOV:
         return MarkovPredictor(MarkovModel.load(path))
     model = load_model(path, device=device)
-    return SeedPredictor(model) if isinstance(model, SeedLSTM) else LSTMPredictor(model)
+    if isinstance(model, SeedLSTM):
+        return SeedPredictor(model)
+    predictor = LSTMPredictor(model)
+    predictor.key_prior = key_prior
+    return predictor
 
 
 def parameter_count(predictor) -> int | None:

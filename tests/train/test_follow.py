@@ -87,3 +87,48 @@ def test_the_follow_section_of_the_eval_report(shipped):
     assert section["tempo_slope"] > 0.9
     no_follow = evaluate({"default": shipped}, pieces, EvalSettings(primer_notes=24, follow=None))
     assert "follow" not in no_follow["models"]["default"]
+
+
+B_FLAT_MINOR = [70, 72, 73, 75, 77, 78, 81, 82]  # harmonic minor: A natural
+
+
+def test_the_key_prior_keeps_answers_nearer_the_calls_key(shipped):
+    """The eval's continuations lean to the key as `livegen run` does (``--key-prior``)."""
+    call = scale_call(B_FLAT_MINOR, 0.3)
+    key = key_of(call)
+    assert key == (10, "minor")
+    shares = {}
+    for strength in (0.0, 0.5, 1.0):
+        shipped.key_prior = strength
+        try:
+            shares[strength] = np.mean([in_key_share(a, key) for a in answers(shipped, call, count=8)])
+        finally:
+            shipped.key_prior = 0.0
+    assert shares[1.0] == 1.0 and shares[0.5] >= shares[0.0], shares
+
+
+def test_eval_takes_the_key_prior_from_the_command_line(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from factories import tiny_model_dir
+    from livegen.notes import Note, Track, write_midi
+
+    model = tiny_model_dir(tmp_path / "model")
+    for k in range(2):
+        notes = [Note(p, i * 0.25, i * 0.25 + 0.2, 80) for i, p in enumerate((F_SHARP_MAJOR + F_SHARP_MAJOR[::-1]) * 4)]
+        write_midi(tmp_path / "data" / f"piece{k}.mid", [Track("m", notes)])
+    reports = {}
+    for strength in ("0", "1"):
+        result = subprocess.run([sys.executable, "-m", "livegen", "eval", str(model), "--data", str(tmp_path / "data"),
+                                 "--key-prior", strength, "--json", "--quiet", "--workers", "0", "--no-cache",
+                                 "--continuation-notes", "16"], capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr
+        reports[strength] = json.loads(result.stdout)
+    assert reports["1"]["settings"]["key_prior"] == 1.0
+    follow_in_key = {s: r["models"][str(model)]["follow"]["in_key"] for s, r in reports.items()}
+    assert follow_in_key["1"] == 1.0 > follow_in_key["0"], follow_in_key  # an untrained model, held in key
+    bad = subprocess.run([sys.executable, "-m", "livegen", "eval", str(model), "--key-prior", "2"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--key-prior" in bad.stderr
