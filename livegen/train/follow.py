@@ -26,16 +26,14 @@ from typing import Sequence
 
 import numpy as np
 
+from livegen.model.key_prior import MAJOR_PROFILE, MAJOR_SCALE, MINOR_PROFILE, MINOR_SCALE
 from livegen.notes import DURATION, PITCH, STEP, VELOCITY
 
 TEMPO_FACTORS = (0.6, 1.0, 1.6)  # the call played at these tempos (1.6 = faster)
 OCTAVE_SHIFTS = (-12, 0, 12)
 SOFT, LOUD = 40.0, 100.0  # mean velocities of the soft and loud calls
 CHORD_SECONDS = 0.01
-MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
-MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
-MINOR_SCALE = (0, 2, 3, 5, 7, 8, 10, 11)  # natural minor plus the leading tone
+MAJOR, MINOR = MAJOR_PROFILE, MINOR_PROFILE  # Krumhansl-Kessler, shared with the key prior that sampling applies
 
 
 @dataclass(frozen=True)

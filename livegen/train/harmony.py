@@ -30,6 +30,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from livegen.engine.harmonize import Melody, ModelVoicing, guess_duration, voice_chord, voice_ranks
+from livegen.model.key_prior import MAJOR_PROFILE, MINOR_PROFILE  # Krumhansl-Kessler, tonic first
 from livegen.model.params import SamplingParams
 from livegen.notes import Note, array_to_notes
 
@@ -43,9 +44,6 @@ PERFECT = frozenset({0, 7})
 MAJOR = (0, 2, 4, 5, 7, 9, 11)
 MINOR = (0, 2, 3, 5, 7, 8, 9, 10, 11)  # natural, with the raised sixth and seventh
 HARMONIC_MINOR = (0, 2, 3, 5, 7, 8, 11)
-# Krumhansl-Kessler key profiles (tonic first).
-MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 
 
 @dataclass(frozen=True)
