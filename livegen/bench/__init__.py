@@ -170,6 +170,10 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     lat.add_argument("--jack-period", type=int, default=64, help="JACK frames per period (default 64)")
     lat.add_argument("--stage-period", type=int, default=32,
                      help="JACK frames per period of a further run at the stage setting; 0 skips it (default 32)")
+    lat.add_argument("--jack-sync", action="store_true",
+                     help="run the private jackd servers synchronous (jackd -S): a cycle a client finishes late "
+                          "comes late instead of losing its MIDI, for machines that miss short periods (a VM); "
+                          "the default is jackd's asynchronous mode, as on stage")
     lat.add_argument("--daemon-command", metavar="CMD",
                      help="daemon to measure instead of `livegen run` (a shell-quoted command; the harness "
                           "appends --midi-api jack --no-synth --log-json FILE --gap-ms ...)")
@@ -197,7 +201,7 @@ def stage_latency(args: argparse.Namespace, daemon_command: list[str], config) -
     from livegen.bench.latency import load_phrases, run_session
 
     phrases = load_phrases(args.phrases)
-    with jack_server(args.jack_rate, args.stage_period) as server, \
+    with jack_server(args.jack_rate, args.stage_period, sync=args.jack_sync) as server, \
             tempfile.TemporaryDirectory(prefix="livegen-bench-") as tmp:
         _say(f"latency at {args.stage_period} frames ({'realtime' if server.realtime else 'not realtime'}): "
              f"{len(phrases)} phrases")
@@ -225,7 +229,8 @@ def run_benchmarks(args: argparse.Namespace) -> dict:
         "config": {"benchmarks": wanted, "daemon_command": daemon_command, "latency": config.to_dict(),
                    "flood_rate": args.flood_rate, "jack": {"driver": "dummy", "rate": args.jack_rate,
                                                           "period": args.jack_period,
-                                                          "stage_period": args.stage_period},
+                                                          "stage_period": args.stage_period,
+                                                          "sync": args.jack_sync},
                    "steps": args.steps, "seed_steps": args.seed_steps, "train_seconds": args.train_seconds},
         "results": {}, "skipped": {},
     }
@@ -235,7 +240,7 @@ def run_benchmarks(args: argparse.Namespace) -> dict:
         import tempfile
 
         try:
-            with jack_server(args.jack_rate, args.jack_period) as server, \
+            with jack_server(args.jack_rate, args.jack_period, sync=args.jack_sync) as server, \
                     tempfile.TemporaryDirectory(prefix="livegen-bench-") as tmp, contextlib.ExitStack() as stack:
                 if getattr(args, "view", False):
                     from livegen.bench.terminal import PseudoTerminal

@@ -238,12 +238,12 @@ def run_harmonize(server: JackServer, daemon_command: Sequence[str], config: Har
 
 
 def measure_harmonize(daemon_command: Sequence[str], config: HarmonizeBenchConfig = HarmonizeBenchConfig(),
-                      server: JackServer | None = None, rate: int = 48000, period: int = 64) -> dict:
-    """Run the harmonize benchmark (own JACK server unless one is given)."""
+                      server: JackServer | None = None, rate: int = 48000, period: int = 64, sync: bool = False) -> dict:
+    """Run the harmonize benchmark (own JACK server unless one is given; ``sync``: jackd -S)."""
     with tempfile.TemporaryDirectory(prefix="livegen-bench-") as tmp:
         if server is not None:
             return run_harmonize(server, daemon_command, config, Path(tmp))
-        with jack_server(rate, period) as own:
+        with jack_server(rate, period, sync=sync) as own:
             return run_harmonize(own, daemon_command, config, Path(tmp))
 
 
@@ -276,7 +276,8 @@ def bench(args, results: dict, skipped: dict, say) -> None:
     config = HarmonizeBenchConfig(notes=getattr(args, "harmonize_notes", 80))
     say(f"harmonize: {config.notes} melody notes, {config.voices} voices {config.placement}")
     try:
-        results["harmonize"] = measure_harmonize(command, config, rate=args.jack_rate, period=args.jack_period)
+        results["harmonize"] = measure_harmonize(command, config, rate=args.jack_rate, period=args.jack_period,
+                                                 sync=getattr(args, "jack_sync", False))
     except BenchError as exc:
         if "jackd is not installed" not in str(exc):
             raise
