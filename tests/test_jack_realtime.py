@@ -22,7 +22,8 @@ quiet machine.  So the two tests split the question:
 - the mechanism, against JACK's deadlines (asynchronous mode): an input fed 2,000 messages/s
   beside a thread that holds the GIL.  The callback design lost 87 % of them at 32 frames
   (55-62 % when first measured); polling loses nothing, or a few messages in cycles that jackd
-  reports late (XRun), and the test bounds that at 1 %;
+  reports late (XRun), and the test bounds that at 1 % (with two more tries on fresh servers for
+  the bursts a held-up machine causes);
 - the whole instrument at stage periods, with ``jackd -S`` (synchronous: a cycle waits for
   every client, so a cycle the host holds up comes late instead of losing its MIDI): every
   phrase, note and release accounted for, exactly.  In this mode the callback design lost
@@ -210,16 +211,9 @@ def xruns(server) -> int:
     return sum("XRun" in line for line in server.log().splitlines())
 
 
-@needs_realtime
-@pytest.mark.parametrize("period", [32, 64])
-def test_the_input_loses_nothing_of_its_own_while_other_threads_hold_the_gil(period):
-    """The mechanism alone: a thread that keeps the GIL busy (as the engine and the model do)
-    beside livegen's input, fed at 2,000 messages/s by another process, through jackd's default
-    asynchronous mode.  With a Python callback in JACK's cycle this lost 87 % of the messages at
-    32 frames; polling rtmidi's queue loses none of its own.  What a host that misses JACK's
-    deadlines loses (see the module's docstring) comes with XRuns in jackd's log and stays far
-    below 1 %."""
-    messages = 2000
+def flood_the_input(period: int, messages: int) -> tuple[int, int, int]:
+    """One try on a fresh server: (messages lost, dropped by livegen's queue, late cycles jackd
+    reported), with a thread keeping the GIL busy beside the input the whole time."""
     with private_server(period) as server:
         assert server.realtime
         stop = threading.Event()
@@ -238,12 +232,34 @@ def test_the_input_loses_nothing_of_its_own_while_other_threads_hold_the_gil(per
                 stop.set()
                 hog.join()
             assert sender.returncode == 0, sender.stderr
-            wait_until(lambda: inp.pending >= messages * 0.99, 5, message=lambda: f"{messages} messages; {inp.pending} came")
+            deadline = time.monotonic() + 3.0
+            while inp.pending < messages and time.monotonic() < deadline:
+                time.sleep(0.05)
             time.sleep(0.3)
-            lost, late_cycles = messages - inp.pending, xruns(server)
-            assert inp.dropped == 0 and lost >= 0
-            assert lost == 0 or late_cycles > 0, f"{lost} of {messages} lost while jackd reported no late cycle"
-            assert lost <= messages // 100, f"{lost} of {messages} lost ({late_cycles} late cycles reported)"
+            return messages - inp.pending, inp.dropped, xruns(server)
+
+
+@needs_realtime
+@pytest.mark.parametrize("period", [32, 64])
+def test_the_input_loses_nothing_of_its_own_while_other_threads_hold_the_gil(period):
+    """The mechanism alone: a thread that keeps the GIL busy (as the engine and the model do)
+    beside livegen's input, fed at 2,000 messages/s by another process, through jackd's default
+    asynchronous mode.  With a Python callback in JACK's cycle this lost 87 % of the messages at
+    32 frames, every time; polling rtmidi's queue loses none of its own.  What a host that misses
+    JACK's deadlines loses (see the module's docstring) comes with XRuns in jackd's log: a few
+    messages in most tries, now and then a burst (146 of 2,000 in one CI run, the machine held
+    up for some 70 ms).  So a try that lost nothing, or under 1 % with XRuns reported, passes;
+    up to two more tries on fresh servers are allowed for a burst; a loss with no XRun fails at
+    once."""
+    messages, tries = 2000, []
+    for _ in range(3):
+        lost, dropped, late_cycles = flood_the_input(period, messages)
+        assert dropped == 0 and lost >= 0
+        assert lost == 0 or late_cycles > 0, f"{lost} of {messages} lost while jackd reported no late cycle"
+        tries.append((lost, late_cycles))
+        if lost <= messages // 100:
+            return
+    pytest.fail(f"every try lost over 1 % of {messages} messages: (lost, late cycles reported) {tries}")
 
 
 @needs_realtime
