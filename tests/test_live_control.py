@@ -154,9 +154,11 @@ def test_quantised_answers_fall_on_the_clock_grid(daemon, capsys):
         pytest.skip(f"{CLOCK_UNTESTED}: JACK delivered the clock {min(delays) * 1000:.1f}..{max(delays) * 1000:.1f} ms late "
                     "during the run (machine overloaded); the grid cannot be judged")
     assert abs(delivered_grid[1] - 0.125) < 0.001
-    # The daemon knows the clock only as it arrives; on that grid and the sender's, within 2 ms.
+    # The daemon knows the clock only as it arrives: on that grid within 2 ms, and on the sender's
+    # within 2 ms plus JACK's mean delivery delay of the ticks (up to two 64-frame periods; a
+    # CI run measured 0.17-2.60 ms and the daemon 1.9-2.2 ms off the sender's grid).
     assert max(map(abs, off(intended, delivered_grid))) <= 2.0
-    assert max(map(abs, off(intended, sender_grid))) <= 2.0
+    assert max(map(abs, off(intended, sender_grid))) <= 2.0 + statistics.mean(delays) * 1000
     # at the client: plus about one JACK period (64 frames, 1.3 ms here) of delivery
     assert statistics.median(map(abs, off(arrived, delivered_grid))) <= 3.0
 
