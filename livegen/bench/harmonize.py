@@ -34,7 +34,7 @@ from typing import Callable, Sequence
 from livegen import midi_bytes as mb
 from livegen.bench.jack import JackServer, jack_server
 from livegen.bench.latency import DEMO_PHRASE, DaemonProcess, summary_ms
-from livegen.bench.player import POLL_INTERVAL_S, is_note_off, is_note_on, open_output, port_matcher, wait_for_port
+from livegen.bench.player import is_note_off, is_note_on, open_output, poll_arrivals, port_matcher, wait_for_port
 from livegen.io.arrival import ArrivalClock
 
 CLIENT_NAME = "bench-harmonize"
@@ -81,21 +81,9 @@ def play(notes: Sequence[tuple[int, int, float]], prefix: str = "livegen", chann
     stop = threading.Event()
     clock = ArrivalClock()
 
-    def poll() -> None:  # only stamp and keep
-        while True:
-            stopping = stop.wait(POLL_INTERVAL_S)
-            taken = []
-            while (item := inp.get_message()) is not None:
-                taken.append(item)
-            now = time.monotonic()
-            with lock:
-                arrivals.extend((clock.stamp(delta, now), message) for message, delta in taken)
-            if stopping:
-                return
-
     out, _ = open_output(rtmidi, CLIENT_NAME, port_matcher(prefix, "in"))
     inp = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name=CLIENT_NAME, queue_size_limit=65536)
-    poller = threading.Thread(target=poll, name="harmonize-listener")
+    poller = threading.Thread(target=poll_arrivals, args=(inp, arrivals, lock, stop, clock), name="harmonize-listener")
     played = []
     try:
         inp.ignore_types(sysex=False, timing=False, active_sense=False)

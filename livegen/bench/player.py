@@ -80,6 +80,22 @@ def open_output(rtmidi, client_name: str, accept: Callable[[str], bool]):
     return out, name
 
 
+def poll_arrivals(inp, arrivals: list, lock: threading.Lock, stop: threading.Event, clock: ArrivalClock) -> None:
+    """A poll thread's body: drain rtmidi's queue every POLL_INTERVAL_S, stamp each message from
+    its native delta time and append ``(time, message)`` to ``arrivals`` under ``lock``, then
+    drain once more when ``stop`` is set (nothing that arrived before the stop is left out)."""
+    while True:
+        stopping = stop.wait(POLL_INTERVAL_S)
+        taken = []
+        while (item := inp.get_message()) is not None:
+            taken.append(item)
+        now = time.monotonic()
+        with lock:
+            arrivals.extend((clock.stamp(delta, now), message) for message, delta in taken)
+        if stopping:
+            return
+
+
 def main(argv: list[str] | None = None) -> int:
     import rtmidi
 
@@ -99,15 +115,6 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     clock = ArrivalClock()
 
-    def poll() -> None:  # only stamp and keep
-        while not stop.wait(POLL_INTERVAL_S):
-            taken = []
-            while (item := inp.get_message()) is not None:
-                taken.append(item)
-            now = time.monotonic()
-            with lock:
-                arrivals.extend((clock.stamp(delta, now), message) for message, delta in taken)
-
     poller = None
     out, in_name = open_output(rtmidi, CLIENT_NAME, port_matcher(prefix, "in"))
     inp = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name=CLIENT_NAME, queue_size_limit=65536)
@@ -119,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(0.2)  # let JACK settle the connections
         while inp.get_message() is not None:  # nothing from before the first phrase
             pass
-        poller = threading.Thread(target=poll, name="player-poll")
+        poller = threading.Thread(target=poll_arrivals, args=(inp, arrivals, lock, stop, clock), name="player-poll")
         poller.start()
         time.sleep(0.1)
 
