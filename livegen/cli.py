@@ -27,6 +27,7 @@ from livegen import __version__
 from livegen.argtypes import number_in_range, pitch_range
 from livegen.errors import LivegenError
 from livegen.model.key_prior import DEFAULT_STRENGTH
+from livegen.model.register_prior import DEFAULT_STRENGTH as DEFAULT_REGISTER_STRENGTH
 
 EXIT_OK = 0
 EXIT_ERROR = 2
@@ -49,6 +50,9 @@ def _add_sampling_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--key-prior", type=number_in_range(float, 0.0, 1.0), default=DEFAULT_STRENGTH, metavar="K",
                         help=f"pitches outside the key of the last notes are 1-K times as likely (default "
                              f"{DEFAULT_STRENGTH:g}; 0 = the model as trained, 1 = the key's pitches only)")
+    parser.add_argument("--register-prior", type=number_in_range(float, 0.0, 1.0), default=DEFAULT_REGISTER_STRENGTH,
+                        metavar="R", help=f"a pitch an octave beyond the span of the last notes is 1-R times as likely "
+                                          f"(default {DEFAULT_REGISTER_STRENGTH:g}; 0 = the model as trained, 1 = never beyond it)")
     parser.add_argument("--seed", type=int, help="random seed for a reproducible result")
 
 
@@ -71,7 +75,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.primer_notes:
         primer = primer[-args.primer_notes :]
     model = load_model(args.model, device=args.device)
-    params = SamplingParams(args.temperature, args.top_p, *args.pitch_range, key_prior=args.key_prior)
+    params = SamplingParams(args.temperature, args.top_p, *args.pitch_range, key_prior=args.key_prior,
+                            register_prior=args.register_prior)
     started = time.perf_counter()
     continuation = continue_notes(model, primer, args.length, params, seed=args.seed)
     elapsed = time.perf_counter() - started

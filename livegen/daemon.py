@@ -63,6 +63,9 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--key-prior", type=number_in_range(float, 0.0, 1.0), metavar="K",
                         help="pitches outside the key you are playing in are 1-K times as likely "
                              "(0 = the model as trained, 1 = the key's pitches only; default 0.5)")
+    parser.add_argument("--register-prior", type=number_in_range(float, 0.0, 1.0), metavar="R",
+                        help="a pitch an octave beyond the span you are playing in is 1-R times as likely "
+                             "(0 = the model as trained, 1 = never beyond it; default 0.75)")
     parser.add_argument("--mode", choices=MODES,
                         help="call-response (stop when the player comes back in; default), overlap (keep playing), "
                              "mirror (answer with a Markov model learned from this session's playing), "
@@ -98,6 +101,7 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
 _OVERRIDES = {  # flag attribute -> (preset section or None, key)
     "model": (None, "model"), "mode": (None, "mode"), "voices": (None, "voices"), "harmonize": (None, "harmonize"),
     "temperature": ("sampling", "temperature"), "top_p": ("sampling", "top_p"), "key_prior": ("sampling", "key_prior"),
+    "register_prior": ("sampling", "register_prior"),
     "length": ("response", "length"), "max_seconds": ("response", "max_seconds"), "quantize": ("response", "quantize"),
     "gap_ms": ("listen", "gap_ms"), "gap_beats": ("listen", "gap_beats"), "min_notes": ("listen", "min_notes"),
     "max_listen": ("listen", "max_listen"), "adaptive_gap": ("listen", "adaptive_gap"),
@@ -146,7 +150,7 @@ def session_config(preset: Preset, passthrough_channel: int = 1) -> SessionConfi
         length=r.length,
         max_seconds=r.max_seconds,
         sampling=SamplingParams(s.temperature, s.top_p, s.pitch_low, s.pitch_high, memory=preset.memory,
-                                key_prior=s.key_prior),
+                                key_prior=s.key_prior, register_prior=s.register_prior),
         mode=preset.mode,
         channel=o.channel - 1,
         program=o.program,

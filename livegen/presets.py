@@ -25,6 +25,7 @@ from typing import Any
 
 from livegen.errors import PresetError
 from livegen.model.key_prior import DEFAULT_STRENGTH
+from livegen.model.register_prior import DEFAULT_STRENGTH as DEFAULT_REGISTER_STRENGTH
 from livegen.shipped import shipped_dir
 
 MODES = ("call-response", "overlap", "mirror", "harmonize")
@@ -54,6 +55,7 @@ class Sampling:
     pitch_low: int = field(default=21, metadata=_range(0, 127, "lowest pitch the answer may use"))
     pitch_high: int = field(default=108, metadata=_range(0, 127, "highest pitch the answer may use"))
     key_prior: float = field(default=DEFAULT_STRENGTH, metadata=_range(0.0, 1.0, "how much less likely a pitch outside the key you are playing in is (0 = the model as trained, 1 = never)"))
+    register_prior: float = field(default=DEFAULT_REGISTER_STRENGTH, metadata=_range(0.0, 1.0, "how much less likely a pitch an octave beyond the span you are playing in is (0 = the model as trained, 1 = never beyond it)"))
 
 
 @dataclass

@@ -65,6 +65,21 @@ def test_generate_is_deterministic_for_a_seed_and_can_write_only_the_continuatio
     assert list(only) == ["livegen"] and len(only["livegen"].notes) == 30
 
 
+def test_generate_keeps_to_the_primers_span_with_a_full_register_prior(tmp_path, model_dir, primer):
+    span = [n.pitch for n in melody(12)]
+
+    def pitches(strength):
+        out = tmp_path / f"r{strength}.mid"
+        args = ["generate", str(primer), "-o", str(out), "--model", str(model_dir), "--length", "100",
+                "--seed", "3", "--register-prior", strength, "--continuation-only"]
+        assert main(args) == 0
+        return [n.pitch for n in pretty_midi.PrettyMIDI(str(out)).instruments[0].notes]
+
+    kept, free = pitches("1"), pitches("0")
+    assert min(span) <= min(kept) and max(kept) <= max(span), kept
+    assert min(free) < min(span) or max(free) > max(span), free  # the test model wanders without it
+
+
 def test_temperature_raises_the_entropy_of_generated_pitches(tmp_path, model_dir, primer):
     def pitch_entropy(temperature):
         out = tmp_path / f"t{temperature}.mid"

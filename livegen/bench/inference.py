@@ -50,8 +50,7 @@ def melody_rows(count: int) -> np.ndarray:
 def measure_stream(model, steps: int, device: str) -> dict:
     import torch
 
-    from livegen.model.key_prior import DEFAULT_STRENGTH
-    from livegen.model.sampling import SamplingParams
+    from livegen.model.params import live_params
     from livegen.model.stream import NoteStream
 
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
@@ -59,7 +58,7 @@ def measure_stream(model, steps: int, device: str) -> dict:
     stream.warm_up()
     rows = melody_rows(steps + SEED_WINDOW)
     stream.feed(rows[:SEED_WINDOW])
-    params = SamplingParams(key_prior=DEFAULT_STRENGTH)  # as `livegen run` samples (the key read at every note)
+    params = live_params()  # as `livegen run` samples (the key and span read at every note)
     for i in range(50):  # warm-up
         stream.feed(rows[i])
         stream.sample(params)

@@ -25,9 +25,8 @@ def bench_memory(model_path: str | None = None, steps: int = 5_000, weight: floa
 
     from livegen.model.blend import MemoryStream
     from livegen.model.checkpoint import default_model_dir, load_model
-    from livegen.model.key_prior import DEFAULT_STRENGTH
     from livegen.model.memory import SessionMemory
-    from livegen.model.sampling import SamplingParams
+    from livegen.model.params import live_params
     from livegen.model.stream import NoteStream, make_generator
 
     path = model_path or default_model_dir()
@@ -40,8 +39,8 @@ def bench_memory(model_path: str | None = None, steps: int = 5_000, weight: floa
     own = plain.fork()  # the same packed weights, its own state and draws
     own.generator = make_generator(0, own.device)
     blended = MemoryStream(own, memory)
-    plain_params = SamplingParams(key_prior=DEFAULT_STRENGTH)  # as `livegen run` samples
-    memory_params = SamplingParams(memory=weight, key_prior=DEFAULT_STRENGTH)
+    plain_params = live_params()  # as `livegen run` samples
+    memory_params = live_params(memory=weight)
     times = {name: (np.empty(steps), np.empty(steps)) for name in ("without", "with")}
     for i in range(WARM_UP + steps):
         for name, stream, params in (("without", plain, plain_params), ("with", blended, memory_params)):

@@ -47,9 +47,8 @@ from livegen.engine.tempo import DIVISIONS, ClockFollower, Grid, phrase_beat
 from livegen.engine.window import Window
 from livegen.engine.worker import Predictor, ResponseRequest, ResponseWorker
 from livegen.io.sinks import RecordingSink, Sink
-from livegen.model.key_prior import DEFAULT_STRENGTH
 from livegen.model.memory import SessionMemory
-from livegen.model.params import SamplingParams
+from livegen.model.params import SamplingParams, live_params
 
 MODES = ("call-response", "overlap", "mirror", "harmonize")
 HARMONIZE = "harmonize"
@@ -73,7 +72,7 @@ class SessionConfig:
     gap_s: float = 0.5
     length: int = 32
     max_seconds: float = 20.0
-    sampling: SamplingParams = field(default_factory=lambda: SamplingParams(key_prior=DEFAULT_STRENGTH))
+    sampling: SamplingParams = field(default_factory=live_params)
     mode: str = "call-response"
     channel: int = 0  # MIDI channel (0-15) the answer plays on
     program: int | None = 0  # GM program sent at start; None sends none
@@ -382,6 +381,7 @@ class Session:
         self._log({"event": "respond", "t": now, "tag": request.tag, "start_at": request.start_at,
                    "temperature": p.temperature, "top_p": p.top_p, "length": request.length,
                    "mode": self.config.mode, "preset": self.config.name, "memory": p.memory, "key_prior": p.key_prior,
+                   "register_prior": p.register_prior,
                    "grid": None if grid is None else [grid.origin, grid.step],
                    "grid_from": None if grid is None else grid.source})
 

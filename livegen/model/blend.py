@@ -235,8 +235,10 @@ class MemoryStream:
         step = draw.from_probs(0, step_mix, t, p)
         w_s = w * session.step[step] / step_mix[step] if step_mix[step] > 0 else w
         pitch_mix = session.add_pitch(softmax(logits.pitch(step), 1.0 - w_s), w_s, step)
-        mask = self.stream.pitch_mask_array(params)  # the range and the key prior, additive
-        pitch_mix *= np.exp(ban_chord(mask, step, chord))  # ... applied to probabilities
+        if chord and step == 0:  # the range and the key prior, with the chord's pitches banned
+            pitch_mix *= np.exp(ban_chord(self.stream.pitch_mask_array(params), step, chord))
+        else:  # the range and the key prior as factors (cached)
+            pitch_mix *= self.stream.pitch_weight_array(params)
         pitch = draw.from_probs(1, pitch_mix, t, p)
         duration = draw(2, logits.duration(step, pitch), t, p)
         velocity = draw(3, logits.velocity(step, pitch, duration), t, p)

@@ -14,7 +14,9 @@ class SamplingParams:
     reaches p. pitch_low/pitch_high: inclusive MIDI range the answer may use. memory: how much
     the session memory's prediction weighs against the model's (0 = none, 1 = the memory alone).
     key_prior: how much less likely a pitch outside the key of the last notes is (0 = the model as
-    trained, 0.5 = half as likely, 1 = never; see livegen.model.key_prior).
+    trained, 0.5 = half as likely, 1 = never; see livegen.model.key_prior). register_prior: how
+    much less likely a pitch an octave beyond the span of the last notes is (0 = the model as
+    trained, 1 = never beyond it; see livegen.model.register_prior).
     """
 
     temperature: float = 1.0
@@ -23,6 +25,7 @@ class SamplingParams:
     pitch_high: int = 108
     memory: float = 0.0  # weight of the session memory (livegen.model.blend): 0 = the model alone
     key_prior: float = 0.0  # livegen run's default is key_prior.DEFAULT_STRENGTH (the presets')
+    register_prior: float = 0.0  # livegen run's default is register_prior.DEFAULT_STRENGTH
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.temperature <= 10.0:
@@ -33,5 +36,16 @@ class SamplingParams:
             raise ValueError(f"memory must be in [0, 1], got {self.memory}")
         if not 0.0 <= self.key_prior <= 1.0:
             raise ValueError(f"key_prior must be in [0, 1], got {self.key_prior}")
+        if not 0.0 <= self.register_prior <= 1.0:
+            raise ValueError(f"register_prior must be in [0, 1], got {self.register_prior}")
         if not 0 <= self.pitch_low <= self.pitch_high <= 127:
             raise ValueError(f"pitch range must satisfy 0 <= low <= high <= 127, got {self.pitch_low}-{self.pitch_high}")
+
+
+def live_params(**changes) -> SamplingParams:
+    """The sampling ``livegen run`` does unless told otherwise (the presets' defaults: the key and
+    register priors on), with ``changes``; the benchmarks sample this way too."""
+    from livegen.model.key_prior import DEFAULT_STRENGTH as KEY
+    from livegen.model.register_prior import DEFAULT_STRENGTH as REGISTER
+
+    return SamplingParams(**{"key_prior": KEY, "register_prior": REGISTER, **changes})

@@ -17,6 +17,7 @@ import torch
 from livegen.model.key_prior import KeyTracker, key_log_prior
 from livegen.model.lean import LeanStep
 from livegen.model.lean_heads import LeanHeads, numpy_pitch_mask
+from livegen.model.register_prior import RegisterTracker, register_log_prior
 from livegen.model.lstm import NextNote, NoteLSTM, State, lean_summary
 from livegen.model.sampling import SamplingParams, sample_next
 from livegen.model.timebase import order_chords
@@ -53,7 +54,8 @@ class NoteStream:
     stream's running tempo: ``tempo`` follows every note fed, converts samples back to seconds,
     and snaps to a MIDI clock's beat once ``set_beat`` gives one.  ``key`` follows the key of the
     last notes fed, except those this stream sampled (``mark_own``), and
-    ``SamplingParams.key_prior`` leans the samples towards it.
+    ``SamplingParams.key_prior`` leans the samples towards it; ``register`` follows the span of
+    the same notes, and ``SamplingParams.register_prior`` keeps the samples near it.
     """
 
     def __init__(self, model: NoteLSTM, seed: int | None = None) -> None:
@@ -69,13 +71,14 @@ class NoteStream:
         self.next: NextNote | None = None
         self.tempo = self.tokenizer.tracker()
         self.key = KeyTracker()
+        self.register = RegisterTracker()
         self._own: list[float] | None = None  # the row sampled last: fed back, it does not move the key
         self._masks: dict[tuple, torch.Tensor] = {}
         # One note at a time on the CPU goes through packed numpy weights (see lean.py).
         self._lean = LeanStep(model) if self.device.type == "cpu" and not model.training else None
         # ... and samples through packed numpy heads when they are single Linears (see lean_heads.py).
         self.heads = LeanHeads(model) if self._lean is not None and model.config.head == "linear" else None
-        self._lean_masks: dict[tuple, np.ndarray] = {}
+        self._lean_masks: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # (mask, exp(mask))
 
     @property
     def primed(self) -> bool:
@@ -116,10 +119,13 @@ class NoteStream:
         self.next = None
         self.tempo.reset()
         self.key.clear()
+        self.register.clear()
 
     def _mask_key(self, params: SamplingParams) -> tuple:
         key = self.key.key() if params.key_prior > 0.0 else None
-        return params.pitch_low, params.pitch_high, key, params.key_prior if key is not None else 0.0
+        span = self.register.span() if params.register_prior > 0.0 else None
+        return (params.pitch_low, params.pitch_high, key, params.key_prior if key is not None else 0.0,
+                span, params.register_prior if span is not None else 0.0)
 
     def mark_own(self, row: np.ndarray) -> np.ndarray:
         """``row`` was sampled here: fed back, it will not move the key (an answer keeps the key of
@@ -128,21 +134,33 @@ class NoteStream:
         return row
 
     def pitch_mask_array(self, params: SamplingParams) -> np.ndarray:
-        """The additive (128,) pitch mask of ``params``: the pitch range, and the key prior on the
-        key of the last notes fed (cached; never written in place)."""
+        """The additive (128,) pitch mask of ``params``: the pitch range, the key prior on the key
+        of the last notes fed and the register prior on their span (cached; never written in place)."""
+        return self._mask_entry(params)[0]
+
+    def pitch_weight_array(self, params: SamplingParams) -> np.ndarray:
+        """``exp(pitch_mask_array(params))``, the same mask as factors on probabilities (the
+        memory blend mixes probabilities); cached beside the mask, never written in place."""
+        return self._mask_entry(params)[1]
+
+    def _mask_entry(self, params: SamplingParams) -> tuple[np.ndarray, np.ndarray]:
         cache_key = self._mask_key(params)
-        key = cache_key[2]
-        mask = self._lean_masks.get(cache_key)
-        if mask is None:
+        entry = self._lean_masks.get(cache_key)
+        if entry is None:
             mask = numpy_pitch_mask(params.pitch_low, params.pitch_high)
+            _, _, key, _, span, _ = cache_key
             if key is not None:
                 with_key = mask + key_log_prior(key, params.key_prior)
                 if np.isfinite(with_key).any():  # a range wholly outside the key keeps its pitches
                     mask = with_key
+            if span is not None:
+                near = mask + register_log_prior(span, params.register_prior)
+                if np.isfinite(near).any():  # a range wholly outside the player's span keeps its pitches
+                    mask = near
             if len(self._lean_masks) >= MASKS_KEPT:
                 self._lean_masks.clear()
-            self._lean_masks[cache_key] = mask
-        return mask
+            entry = self._lean_masks[cache_key] = (mask, np.exp(mask))
+        return entry
 
     def prepare_next(self, uniforms: int = 8) -> None:
         """Do now what the next one-note feed and draws need and the note does not decide (see
@@ -182,8 +200,9 @@ class NoteStream:
         rows = np.asarray(rows, dtype=np.float64).reshape(-1, 4)
         own, self._own = self._own, None
         if own is None or len(rows) != 1 or rows[0].tolist() != own:
-            for row in rows[-self.key.window:].tolist():
+            for row in rows[-max(self.key.window, self.register.window):].tolist():
                 self.key.push(row[PITCH], row[DURATION])
+                self.register.push(row[PITCH])
         if len(rows) == 1 and self._lean is not None:
             hs, cs = self._numpy_state()
             hs, cs = self._lean.step(self.tokenizer.encode_one(rows[0], self.tempo.unit), hs, cs)
@@ -248,6 +267,7 @@ class NoteStream:
         other._masks = self._masks
         other.tempo = self.tempo.copy()
         other.key = self.key.copy()
+        other.register = self.register.copy()
         other._ahead, other._ahead_at = np.empty(0), 0  # the uniforms drawn ahead are this stream's own
         return other
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from livegen.argtypes import number, number_in_range
 from livegen.errors import LivegenError, ModelError, OutputFileError, TrainingDataError
 from livegen.model.key_prior import DEFAULT_STRENGTH
+from livegen.model.register_prior import DEFAULT_STRENGTH as DEFAULT_REGISTER_STRENGTH
 
 ARCH_CHOICES = {"note-lstm": "note-lstm", "lstm": "note-lstm", "seed": "seed-lstm", "seed-lstm": "seed-lstm",
                 "markov": "markov"}
@@ -125,6 +126,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--key-prior", type=number_in_range(float, 0.0, 1.0), default=DEFAULT_STRENGTH, metavar="K",
                         help=f"note-lstm continuations: pitches outside the key of the last notes are 1-K times as "
                              f"likely, as in livegen run (default {DEFAULT_STRENGTH:g}; 0 = the model as trained)")
+    parser.add_argument("--register-prior", type=number_in_range(float, 0.0, 1.0), default=DEFAULT_REGISTER_STRENGTH,
+                        metavar="R", help=f"note-lstm continuations: a pitch an octave beyond the span of the last notes "
+                                          f"is 1-R times as likely, as in livegen run (default {DEFAULT_REGISTER_STRENGTH:g})")
     parser.add_argument("--max-pieces", type=_non_negative_int, default=0, help="evaluate at most N pieces (0 = all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the continuations (default 0)")
     parser.add_argument("--follow-pieces", type=_non_negative_int, default=150, metavar="N",
@@ -466,7 +470,8 @@ def run_eval(args: argparse.Namespace) -> int:
         markov = MarkovModel(MarkovConfig(order=args.markov_order)).fit(p.notes for p in fit_on)
         markov_info["notes"] = markov.notes_seen
 
-    predictors = {spec: load_predictor(spec, device, markov if spec == "markov" else None, args.key_prior) for spec in specs}
+    predictors = {spec: load_predictor(spec, device, markov if spec == "markov" else None, args.key_prior,
+                                        args.register_prior) for spec in specs}
     from livegen.train.follow import FollowSettings
 
     follow_settings = FollowSettings(max_pieces=args.follow_pieces, temperature=args.temperature, seed=args.seed) \
@@ -487,7 +492,8 @@ def run_eval(args: argparse.Namespace) -> int:
                  "skipped_count": len(ingested.skipped),
                  "skipped": [{"file": f, "reason": r} for f, r in ingested.skipped]},
         "settings": {"primer_notes": settings.primer_notes, "continuation_notes": settings.continuation_notes,
-                     "temperature": settings.temperature, "key_prior": args.key_prior, "pitch_range": list(settings.pitch_range),
+                     "temperature": settings.temperature, "key_prior": args.key_prior,
+                     "register_prior": args.register_prior, "pitch_range": list(settings.pitch_range),
                      "seed": settings.seed, "max_pieces": settings.max_pieces, "scored_from_note": 26},
         "markov": markov_info,
         **result,

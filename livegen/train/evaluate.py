@@ -57,6 +57,7 @@ class LSTMPredictor:
         self.device = next(model.parameters()).device
         self._stream = None  # one NoteStream, forked per continuation: its weights are packed once
         self.key_prior = 0.0  # SamplingParams.key_prior of the continuations (livegen eval --key-prior)
+        self.register_prior = 0.0  # ... and register_prior (livegen eval --register-prior)
 
     def prepare(self, rows: np.ndarray) -> np.ndarray:
         """The piece with its chords in the order this model reads them (the same notes)."""
@@ -101,7 +102,7 @@ class LSTMPredictor:
         stream.reset()
         generator = make_generator(seed, self.device)
         params = SamplingParams(temperature=temperature, pitch_low=pitch_range[0], pitch_high=pitch_range[1],
-                                key_prior=self.key_prior)
+                                key_prior=self.key_prior, register_prior=self.register_prior)
         stream.feed(primer)
         rows = np.empty((length, 4))
         chord: list[int] = []
@@ -155,11 +156,12 @@ class MarkovPredictor:
         return self.model.continue_rows(primer, length, np.random.default_rng(seed), temperature, *pitch_range)
 
 
-def load_predictor(spec: str, device: torch.device, markov: MarkovModel | None = None, key_prior: float = 0.0):
+def load_predictor(spec: str, device: torch.device, markov: MarkovModel | None = None, key_prior: float = 0.0,
+                   register_prior: float = 0.0):
     """A model folder (any registered arch or a saved Markov model), or an already fitted Markov.
 
-    ``key_prior``: the note-lstm's continuations lean to the key as ``livegen run`` does (the
-    baselines sample as they are)."""
+    ``key_prior``, ``register_prior``: the note-lstm's continuations lean to the key and stay
+    near the register as ``livegen run`` does (the baselines sample as they are)."""
     from livegen.model.checkpoint import load_model
     from livegen.model.seed_baseline import SeedLSTM
 
@@ -178,7 +180,7 @@ def load_predictor(spec: str, device: torch.device, markov: MarkovModel | None =
     if isinstance(model, SeedLSTM):
         return SeedPredictor(model)
     predictor = LSTMPredictor(model)
-    predictor.key_prior = key_prior
+    predictor.key_prior, predictor.register_prior = key_prior, register_prior
     return predictor
 
 

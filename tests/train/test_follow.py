@@ -132,3 +132,46 @@ def test_eval_takes_the_key_prior_from_the_command_line(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "livegen", "eval", str(model), "--key-prior", "2"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--key-prior" in bad.stderr
+
+
+def test_the_register_prior_keeps_answers_in_the_span_of_the_call(shipped):
+    """The eval's continuations stay near the call's register as `livegen run`'s do (``--register-prior``)."""
+    call = scale_call([p + 12 for p in F_SHARP_MAJOR], 0.3)  # F#5..F#6, with F#4 under every downbeat
+    low, high = call[:, 0].min(), call[:, 0].max()
+    outside = {}
+    for strength in (0.0, 1.0):
+        shipped.register_prior = strength
+        try:
+            pitches = np.concatenate([a[:, 0] for a in answers(shipped, call, count=8)])
+        finally:
+            shipped.register_prior = 0.0
+        outside[strength] = float(np.mean((pitches < low) | (pitches > high)))
+    assert outside[1.0] == 0.0 and outside[0.0] > 0.0, outside
+
+
+def test_eval_takes_the_register_prior_from_the_command_line(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from factories import tiny_model_dir
+    from livegen.notes import Note, Track, write_midi
+
+    model = tiny_model_dir(tmp_path / "model")
+    for k in range(2):
+        line = [p + 12 for p in F_SHARP_MAJOR + F_SHARP_MAJOR[::-1]] * 4
+        notes = [Note(p, i * 0.25, i * 0.25 + 0.2, 80) for i, p in enumerate(line)]
+        write_midi(tmp_path / "data" / f"piece{k}.mid", [Track("m", notes)])
+    reports = {}
+    for strength in ("0", "1"):
+        result = subprocess.run([sys.executable, "-m", "livegen", "eval", str(model), "--data", str(tmp_path / "data"),
+                                 "--register-prior", strength, "--key-prior", "0", "--json", "--quiet", "--workers", "0",
+                                 "--no-cache", "--continuation-notes", "16"], capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr
+        reports[strength] = json.loads(result.stdout)
+    assert reports["1"]["settings"]["register_prior"] == 1.0 and reports["0"]["settings"]["register_prior"] == 0.0
+    distance = {s: r["models"][str(model)]["follow"]["register_distance"] for s, r in reports.items()}
+    assert distance["1"] < distance["0"], distance  # an untrained model, held near the call's register
+    bad = subprocess.run([sys.executable, "-m", "livegen", "eval", str(model), "--register-prior", "2"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--register-prior" in bad.stderr
