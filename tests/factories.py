@@ -64,3 +64,15 @@ def quick_model(seed: int = 0, step: float = 0.12, duration: float = 0.1) -> Not
 
 def quick_model_dir(directory: Path, seed: int = 0) -> Path:
     return save_model(quick_model(seed), directory)
+
+
+def sampled_answer(stream, params, notes: int = 120):
+    """``notes`` rows sampled from ``stream`` with ``params``, each fed back as an answer's are."""
+    import numpy as np
+
+    out = []
+    for _ in range(notes):
+        row = stream.sample(params)
+        out.append(row)
+        stream.feed(row)
+    return np.array(out)

@@ -8,7 +8,7 @@ heads, the torch heads (a GPU's path), and the session memory's blend.
 import numpy as np
 import pytest
 
-from factories import TINY_CONFIG, tiny_model
+from factories import TINY_CONFIG, sampled_answer as answer, tiny_model
 from livegen.model.blend import MemoryStream
 from livegen.model.key_prior import KeyTracker, key_log_prior, key_name, key_pitch_classes
 from livegen.model.memory import SessionMemory
@@ -72,15 +72,6 @@ def test_the_prior_scales_out_of_key_pitches_only():
         key_log_prior(key, 1.5)
     with pytest.raises(ValueError, match="key_prior"):
         SamplingParams(key_prior=-0.1)
-
-
-def answer(stream, params, notes=120) -> np.ndarray:
-    out = []
-    for _ in range(notes):
-        row = stream.sample(params)
-        out.append(row)
-        stream.feed(row)
-    return np.array(out)
 
 
 def call_stream(seed=0, torch_heads=False) -> NoteStream:

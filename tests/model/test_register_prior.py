@@ -9,7 +9,7 @@ session memory's blend), and a partial prior must pull them in without forbiddin
 import numpy as np
 import pytest
 
-from factories import TINY_CONFIG, tiny_model
+from factories import TINY_CONFIG, sampled_answer as answer, tiny_model
 from livegen.model.blend import MemoryStream
 from livegen.model.memory import SessionMemory
 from livegen.model.register_prior import OCTAVE, RegisterTracker, register_log_prior
@@ -23,15 +23,6 @@ LOW_CALL = [36, 38, 40, 41, 43, 41, 40, 38]  # C2..G2
 
 def rows(pitches, duration=0.3, step=0.3):
     return np.array([[p, step, duration, 80.0] for p in pitches], dtype=np.float64)
-
-
-def answer(stream, params, notes=120) -> np.ndarray:
-    out = []
-    for _ in range(notes):
-        row = stream.sample(params)
-        out.append(row)
-        stream.feed(row)
-    return np.array(out)
 
 
 def call_stream(call=HIGH_CALL, seed=0, torch_heads=False) -> NoteStream:
