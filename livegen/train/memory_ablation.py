@@ -15,8 +15,13 @@ built from the piece's earlier notes only), so the figures in the README can be 
 * ``order_K`` / ``context_rhythm``: other memory configurations under the shipped weight;
 * ``absolute_cache``: the shipped blend mixed with the naive absolute-pitch 4-gram cache
   (session_eval.PitchCache) at fixed weights, a second memory view;
+* ``voice_lines``: a second view of the memory for polyphony, mixed into the shipped memory at
+  fixed shares (``voice_line_probs``): each note belongs to the line of its rank in its chord;
 * ``dynamic`` (``--dynamic``, slow): dynamic evaluation, SGD on every weight of the LSTM over the
-  piece so far every ``--chunk`` notes, alone and under the shipped blend.
+  piece so far every ``--chunk`` notes, alone and under the shipped blend;
+* ``dynamic_segment`` (``--dynamic-segment``): dynamic evaluation as Krause et al. run it, each
+  segment of ``--chunk`` notes scored with the carried state and then learned from, one Adam step
+  at ``--segment-lr`` on its pitch loss.
 
 Every figure is a ratio: pitch NLL of the variant / pitch NLL of the LSTM alone.
 """
@@ -33,8 +38,8 @@ import numpy as np
 
 from livegen.model.blend import blend_weight
 from livegen.model.memory import MemoryConfig
-from livegen.notes import PITCH
-from livegen.train.session_eval import CONTEXT, memory_pitch_probs, naive_cache_probs
+from livegen.notes import PITCH, STEP
+from livegen.train.session_eval import CONTEXT, PitchCache, memory_pitch_probs, naive_cache_probs
 
 WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -98,7 +103,93 @@ def dynamic_lstm_probs(model, rows: np.ndarray, lr: float, steps: int, chunk: in
     return out
 
 
-def ablation(predictor, pieces: Sequence[np.ndarray], knob: float = 0.5, dynamic: dict | None = None) -> dict:
+def voice_line_probs(predictor, rows: np.ndarray, order: int = 3, limit: int = 24,
+                     chord: np.ndarray | None = None) -> np.ndarray:
+    """P(truth) for notes CONTEXT.. under a voice-line view of the memory.
+
+    Each note belongs to the line of its rank in its chord, in the order the model reads chords
+    (top note first for the shipped model).  One interpolated n-gram table over intervals (a PitchCache over interval symbols),
+    shared by every line so that a motif passed between voices matches, reads each line's own last
+    intervals.  A chord note comes from the next rank's line (beyond the note before it), a new
+    onset from the top line, mixed by the LSTM's probability of a chord step (or by ``chord``, one
+    probability per scored note)."""
+    import torch
+
+    from livegen.model.memory import interval_pitches
+
+    if chord is None:
+        model = predictor.model
+        tokens = torch.as_tensor(predictor.tokenizer.encode(rows))
+        with torch.no_grad():
+            h, _ = model.encode(tokens.unsqueeze(0))
+            chord = torch.softmax(model.step_head(h[0, CONTEXT - 1 : len(rows) - 1]).float(), -1)[:, 0].numpy()
+    table = PitchCache(order)  # symbols: interval + limit
+    lines: dict[int, tuple[int, list[int]]] = {}  # rank -> (last pitch, interval symbols)
+    pitches = np.clip(np.round(rows[:, PITCH]), 0, 127).astype(int)
+    chord_seconds = predictor.tokenizer.config.chord_seconds
+    descending = predictor.tokenizer.config.chord_order == "descending"
+    out, rank = np.empty(len(rows) - CONTEXT), -1
+
+    def line_probs(r: int) -> np.ndarray:
+        if not lines:
+            return np.full(128, 1.0 / 128)
+        last, history = lines.get(r) or lines[min(lines, key=lambda k: abs(k - r))]
+        table.pitches = history
+        return interval_pitches(table.probs()[: 2 * limit + 1], last, limit)
+
+    for i, pitch in enumerate(pitches):
+        if i >= CONTEXT:
+            beside = line_probs(rank + 1)
+            if descending:
+                beside[pitches[i - 1]:] = 0.0
+            else:
+                beside[: pitches[i - 1] + 1] = 0.0
+            beside = beside / beside.sum() if beside.sum() > 0 else np.full(128, 1.0 / 128)
+            c = chord[i - CONTEXT]
+            out[i - CONTEXT] = c * beside[pitch] + (1.0 - c) * line_probs(0)[pitch]
+        rank = rank + 1 if i > 0 and rows[i, STEP] < chord_seconds else 0
+        if rank in lines:
+            last, history = lines[rank]
+            table.pitches = history
+            table.observe(int(np.clip(pitch - last, -limit, limit)) + limit)
+            lines[rank] = (int(pitch), table.pitches[-8:])
+        else:
+            lines[rank] = (int(pitch), [])
+    return out
+
+
+def segment_dynamic_probs(model, rows: np.ndarray, lr: float, segment: int) -> np.ndarray:
+    """P_lstm(truth) under dynamic evaluation as Krause et al. (2018) run it: the piece in segments
+    of ``segment`` notes, the recurrent state carried, each segment scored by the model as it is
+    and then learned from (one Adam step on its pitch loss, every weight)."""
+    import torch
+    import torch.nn.functional as F
+
+    from livegen.model.tokens import Tokenizer
+
+    adapted = copy.deepcopy(model).eval()
+    optimizer = torch.optim.Adam(adapted.parameters(), lr=lr)
+    tokens = torch.as_tensor(Tokenizer(model.config.tokens).encode(rows))
+    out, state = np.full(len(rows), np.nan), None
+    for a in range(1, len(rows), segment):
+        b = min(a + segment, len(rows))
+        target = tokens[a:b]
+        h, next_state = adapted.encode(tokens[None, a - 1 : b - 1], state)
+        logits = adapted.heads(h[0], target)
+        with torch.no_grad():
+            log_step = torch.log_softmax(logits.step.float(), -1)
+            log_pitch = torch.log_softmax(adapted.pitch_head(h[0][:, None, :] + adapted.cond_step.weight[None]).float(), -1)
+            marginal = torch.logsumexp(log_step[:, :, None] + log_pitch, dim=1)
+            out[a:b] = marginal.gather(-1, target[:, :1]).squeeze(-1).exp().numpy()
+        optimizer.zero_grad()
+        F.cross_entropy(logits.pitch.float(), target[:, 0]).backward()
+        optimizer.step()
+        state = tuple(x.detach() for x in next_state)
+    return out[CONTEXT:]
+
+
+def ablation(predictor, pieces: Sequence[np.ndarray], knob: float = 0.5, dynamic: dict | None = None,
+             segment: dict | None = None) -> dict:
     """The ratios of the module doc on ``pieces`` (note arrays in the model's chord order)."""
     terms = [piece_terms(predictor, rows) for rows in pieces]
     lstm = np.concatenate([t["lstm"] for t in terms])
@@ -134,12 +225,26 @@ def ablation(predictor, pieces: Sequence[np.ndarray], knob: float = 0.5, dynamic
         result[name] = ratio(np.concatenate(mixed))
     cache = np.concatenate([t["cache"] for t in terms])
     result["absolute_cache"] = {str(a): ratio((1 - a) * shipped + a * cache) for a in (0.05, 0.1, 0.15, 0.2, 0.3)}
+    voices = np.concatenate([voice_line_probs(predictor, rows) for rows in pieces])
+    result["voice_lines"] = {str(a): ratio(np.concatenate([(1 - w) * t["lstm"] + w * ((1 - a) * t["memory"] + a * v)
+                                                           for t, w, v in zip(terms, shipped_w, _split(voices, terms))]))
+                             for a in (0.2, 0.35, 0.5)}
+    if segment:
+        adapted = np.concatenate([segment_dynamic_probs(predictor.model, rows, **segment) for rows in pieces])
+        both = np.concatenate(shipped_w)
+        result["dynamic_segment"] = {**segment, "alone": ratio(adapted),
+                                     "with_memory": ratio((1 - both) * adapted + both * memory)}
     if dynamic:
         adapted = np.concatenate([dynamic_lstm_probs(predictor.model, rows, **dynamic) for rows in pieces])
         both = np.concatenate(shipped_w)
         result["dynamic"] = {**dynamic, "alone": ratio(adapted),
                              "with_memory": ratio((1 - both) * adapted + both * memory)}
     return result
+
+
+def _split(values: np.ndarray, terms: list[dict]) -> list[np.ndarray]:
+    """``values`` (all pieces' notes, concatenated) cut back into pieces as ``terms`` has them."""
+    return np.split(values, np.cumsum([len(t["lstm"]) for t in terms])[:-1])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -157,6 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--chunk", type=int, default=16)
+    parser.add_argument("--dynamic-segment", action="store_true", help="also measure Krause-style dynamic evaluation")
+    parser.add_argument("--segment-lr", type=float, default=3e-4)
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     ids = read_split(args.model)[args.split]
@@ -165,7 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     pieces = [predictor.prepare(np.asarray(p.notes, dtype=np.float64)) for p in select(ingested.pieces, ids)]
     pieces = [rows for rows in pieces if len(rows) > CONTEXT][: args.limit or None]
     dynamic = {"lr": args.lr, "steps": args.steps, "chunk": args.chunk} if args.dynamic else None
-    report = ablation(predictor, pieces, args.knob, dynamic)
+    segment = {"lr": args.segment_lr, "segment": args.chunk} if args.dynamic_segment else None
+    report = ablation(predictor, pieces, args.knob, dynamic, segment)
     json.dump({"model": args.model, "split": args.split, **report}, sys.stdout, indent=1)
     print()
     return 0

@@ -23,14 +23,16 @@ def test_the_ablation_agrees_with_the_eval_and_its_oracle_bounds_every_fixed_wei
     torch.manual_seed(0)
     predictor = LSTMPredictor(tiny_model())
     rows = [predictor.prepare(p) for p in pieces()]
-    report = ablation(predictor, rows, knob=0.5, dynamic={"lr": 0.0, "steps": 1, "chunk": 16})
+    report = ablation(predictor, rows, knob=0.5, dynamic={"lr": 0.0, "steps": 1, "chunk": 16},
+                      segment={"lr": 0.0, "segment": 16})
     eval_ratio = session_likelihoods(predictor, [Piece(p) for p in pieces()], SessionSettings(weight=0.5))["ratio"]
     assert abs(report["shipped"] - eval_ratio) < 1e-3  # the same blend as `livegen eval --session-memory`
     assert report["shipped"] < 0.7  # a random model, pieces that repeat: the memory helps a lot
     assert set(report["fixed"]) == {str(w) for w in WEIGHTS}
     assert report["oracle_fixed"] <= min(report["fixed"].values()) + 1e-9  # the per-piece best bounds them
     assert report["dynamic"]["alone"] == 1.0  # no learning rate: the LSTM unchanged
-    assert {"order_4", "order_8", "context_rhythm", "absolute_cache", "evidence"} <= set(report)
+    assert abs(report["dynamic_segment"]["alone"] - 1.0) < 1e-4  # ... and scored segment by segment, the same
+    assert {"order_4", "order_8", "context_rhythm", "absolute_cache", "evidence", "voice_lines"} <= set(report)
 
 
 def test_dynamic_evaluation_learns_a_piece_that_repeats():
@@ -39,3 +41,31 @@ def test_dynamic_evaluation_learns_a_piece_that_repeats():
     rows = [predictor.prepare(p) for p in pieces()[:1]]
     report = ablation(predictor, rows, dynamic={"lr": 0.05, "steps": 3, "chunk": 8})
     assert report["dynamic"]["alone"] < 0.95
+
+
+def test_krause_style_dynamic_evaluation_learns_a_piece_that_repeats():
+    torch.manual_seed(0)
+    predictor = LSTMPredictor(tiny_model())
+    rows = [predictor.prepare(p) for p in pieces()[:1]]
+    report = ablation(predictor, rows, segment={"lr": 0.01, "segment": 8})
+    assert report["dynamic_segment"]["alone"] < 0.95
+
+
+def test_the_voice_line_view_follows_each_voice_of_a_chorale_like_piece():
+    """Two voices in chords, each repeating its own line: the voice-line view predicts every voice's
+    next note (the interval view, reading soprano-alto-soprano-alto, sees jumps between them)."""
+    from livegen.train.memory_ablation import voice_line_probs
+
+    torch.manual_seed(0)
+    predictor = LSTMPredictor(tiny_model())
+    soprano, alto = [72, 74, 76, 77, 76, 74], [64, 65, 67, 65, 64, 62]
+    notes = []
+    for _ in range(8):
+        for s, a in zip(soprano, alto):
+            notes += [[s, 0.5, 0.4, 80], [a, 0.0, 0.4, 70]]
+    rows = predictor.prepare(np.array(notes, dtype=float))
+    probs = voice_line_probs(predictor, rows)
+    assert probs.shape == (len(rows) - 25,) and np.all(probs > 0.0)
+    is_chord_note = (rows[25:, 1] == 0.0).astype(float)  # told which notes are chord notes: the lines alone
+    lines = voice_line_probs(predictor, rows, chord=is_chord_note)
+    assert np.all(lines[-24:] > 0.8), lines[-24:]  # known lines, after a few rounds: each voice's next note
