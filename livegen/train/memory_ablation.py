@@ -188,9 +188,15 @@ def segment_dynamic_probs(model, rows: np.ndarray, lr: float, segment: int) -> n
     return out[CONTEXT:]
 
 
+def collection(piece_id: str) -> str:
+    """``music21:bach/bwv1.6#0`` -> ``music21:bach``: the corpus collection (or folder) of a piece."""
+    return str(piece_id).split("/")[0]
+
+
 def ablation(predictor, pieces: Sequence[np.ndarray], knob: float = 0.5, dynamic: dict | None = None,
-             segment: dict | None = None) -> dict:
-    """The ratios of the module doc on ``pieces`` (note arrays in the model's chord order)."""
+             segment: dict | None = None, groups: Sequence[str] | None = None) -> dict:
+    """The ratios of the module doc on ``pieces`` (note arrays in the model's chord order);
+    ``groups`` (one name per piece) adds the shipped blend's ratio per group (``by_group``)."""
     terms = [piece_terms(predictor, rows) for rows in pieces]
     lstm = np.concatenate([t["lstm"] for t in terms])
     base = _nll(lstm)
@@ -204,6 +210,15 @@ def ablation(predictor, pieces: Sequence[np.ndarray], knob: float = 0.5, dynamic
     result: dict = {"pieces": len(terms), "notes": int(len(lstm)), "knob": knob,
                     "pitch_nll_without": round(base / len(lstm), 4), "shipped": ratio(shipped),
                     "fixed": {str(w): ratio((1 - w) * lstm + w * memory) for w in WEIGHTS}}
+    if groups is not None:
+        result["by_group"] = {}
+        for name in sorted(set(groups)):
+            chosen = [i for i, g in enumerate(groups) if g == name]
+            alone = np.concatenate([terms[i]["lstm"] for i in chosen])
+            mixed = np.concatenate([(1 - shipped_w[i]) * terms[i]["lstm"] + shipped_w[i] * terms[i]["memory"] for i in chosen])
+            result["by_group"][name] = {"pieces": len(chosen), "notes": int(len(alone)),
+                                        "chord_share": round(float(np.mean([np.mean(pieces[i][1:, STEP] < 0.01) for i in chosen])), 3),
+                                        "shipped": round(_nll(mixed) / _nll(alone), 4)}
     oracle = 0.0
     for t in terms:
         oracle += min(_nll((1 - w) * t["lstm"] + w * t["memory"]) for w in np.linspace(0.0, 1.0, 21))
@@ -269,11 +284,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ids = read_split(args.model)[args.split]
     ingested = ingest(list(dict.fromkeys(file_of(p) for p in ids)), default_cache_dir(), 2, progress=False)
     predictor = load_predictor(args.model, torch.device("cpu"))
-    pieces = [predictor.prepare(np.asarray(p.notes, dtype=np.float64)) for p in select(ingested.pieces, ids)]
-    pieces = [rows for rows in pieces if len(rows) > CONTEXT][: args.limit or None]
+    chosen = [(p.id, predictor.prepare(np.asarray(p.notes, dtype=np.float64))) for p in select(ingested.pieces, ids)]
+    chosen = [(name, rows) for name, rows in chosen if len(rows) > CONTEXT][: args.limit or None]
+    pieces = [rows for _, rows in chosen]
     dynamic = {"lr": args.lr, "steps": args.steps, "chunk": args.chunk} if args.dynamic else None
     segment = {"lr": args.segment_lr, "segment": args.chunk} if args.dynamic_segment else None
-    report = ablation(predictor, pieces, args.knob, dynamic, segment)
+    report = ablation(predictor, pieces, args.knob, dynamic, segment, [collection(name) for name, _ in chosen])
     json.dump({"model": args.model, "split": args.split, **report}, sys.stdout, indent=1)
     print()
     return 0

@@ -24,7 +24,7 @@ def test_the_ablation_agrees_with_the_eval_and_its_oracle_bounds_every_fixed_wei
     predictor = LSTMPredictor(tiny_model())
     rows = [predictor.prepare(p) for p in pieces()]
     report = ablation(predictor, rows, knob=0.5, dynamic={"lr": 0.0, "steps": 1, "chunk": 16},
-                      segment={"lr": 0.0, "segment": 16})
+                      segment={"lr": 0.0, "segment": 16}, groups=["folk", "folk", "other"])
     eval_ratio = session_likelihoods(predictor, [Piece(p) for p in pieces()], SessionSettings(weight=0.5))["ratio"]
     assert abs(report["shipped"] - eval_ratio) < 1e-3  # the same blend as `livegen eval --session-memory`
     assert report["shipped"] < 0.7  # a random model, pieces that repeat: the memory helps a lot
@@ -33,6 +33,8 @@ def test_the_ablation_agrees_with_the_eval_and_its_oracle_bounds_every_fixed_wei
     assert report["dynamic"]["alone"] == 1.0  # no learning rate: the LSTM unchanged
     assert abs(report["dynamic_segment"]["alone"] - 1.0) < 1e-4  # ... and scored segment by segment, the same
     assert {"order_4", "order_8", "context_rhythm", "absolute_cache", "evidence", "voice_lines"} <= set(report)
+    assert {name: g["pieces"] for name, g in report["by_group"].items()} == {"folk": 2, "other": 1}
+    assert all(g["shipped"] < 0.8 and g["chord_share"] == 0.0 for g in report["by_group"].values())
 
 
 def test_dynamic_evaluation_learns_a_piece_that_repeats():
