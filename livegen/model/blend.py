@@ -235,9 +235,9 @@ class MemoryStream:
         step = draw.from_probs(0, step_mix, t, p)
         w_s = w * session.step[step] / step_mix[step] if step_mix[step] > 0 else w
         pitch_mix = session.add_pitch(softmax(logits.pitch(step), 1.0 - w_s), w_s, step)
-        if chord and step == 0:  # the range and the key prior, with the chord's pitches banned
+        if chord and step == 0:  # the range and the key and register priors, the chord's pitches banned
             pitch_mix *= np.exp(ban_chord(self.stream.pitch_mask_array(params), step, chord))
-        else:  # the range and the key prior as factors (cached)
+        else:  # the range and the key and register priors as factors (cached)
             pitch_mix *= self.stream.pitch_weight_array(params)
         pitch = draw.from_probs(1, pitch_mix, t, p)
         duration = draw(2, logits.duration(step, pitch), t, p)

@@ -1,9 +1,9 @@
 """The register the player is playing in, and a prior that keeps the answer near it.
 
-Why: sampled notes wander.  On the validation split the answers of the shipped model (key prior
-on) put 12 % of their notes outside the lowest-to-highest span of the 24-note call, where the
-real continuation puts 7.5 % there; the answers that ended more than 5 semitones from the call's
-mean pitch had 35 % of their notes outside it.  "Play high, it stays high" is what a player
+Why: sampled notes wander.  On the validation split the answers of release 0.2 (key prior on)
+put 12 % of their notes outside the lowest-to-highest span of the 24-note call, where the real
+continuation puts 7.5 % there; the answers that ended more than 5 semitones from the call's mean
+pitch had 35 % of their notes outside it.  "Play high, it stays high" is what a player
 expects, so the stream tracks the span of the last notes the player fed (the lowest and the
 highest of the last ``WINDOW``; the notes it sampled itself do not count, as for the key), and
 sampling multiplies a pitch's probability by ``(1 - strength)`` for every ``OCTAVE`` semitones it

@@ -26,7 +26,7 @@ from livegen.notes import DURATION, PITCH, STEP, Note, array_to_notes, notes_to_
 
 
 UNIFORMS_AHEAD = 64  # uniforms drawn from a stream's generator at a time (16 notes' draws)
-MASKS_KEPT = 512  # pitch masks cached per stream family (ranges x keys x key-prior strengths)
+MASKS_KEPT = 512  # pitch masks cached per stream family (ranges x keys x spans x prior strengths)
 
 # torch warns about Intel-GPU TF32 whenever the oneDNN flags are set, which is irrelevant here.
 warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
@@ -72,7 +72,7 @@ class NoteStream:
         self.tempo = self.tokenizer.tracker()
         self.key = KeyTracker()
         self.register = RegisterTracker()
-        self._own: list[float] | None = None  # the row sampled last: fed back, it does not move the key
+        self._own: list[float] | None = None  # the row sampled last: fed back, it moves neither key nor span
         self._masks: dict[tuple, torch.Tensor] = {}
         # One note at a time on the CPU goes through packed numpy weights (see lean.py).
         self._lean = LeanStep(model) if self.device.type == "cpu" and not model.training else None
