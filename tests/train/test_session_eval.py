@@ -36,8 +36,24 @@ def test_eval_reports_session_memory_through_the_cli(tmp_path):
     memory = json.loads(result.stdout)["models"][str(model)]["session_memory"]
     assert {"weight", "pitch_nll", "pitch_nll_without", "motif_reuse", "motif_reuse_without"} <= set(memory)
     assert memory["weight"] == 0.5
+    assert (memory["key_prior"], memory["register_prior"]) == (0.5, 0.75)  # the continuations sample as `run` does
     assert memory["pitch_nll"] < 0.5 * memory["pitch_nll_without"]  # a random model, a piece that repeats
     assert memory["motif_reuse"] > memory["motif_reuse_without"]
     bad = subprocess.run([sys.executable, "-m", "livegen", "eval", str(model), "--session-memory", "1.5"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--session-memory" in bad.stderr
+
+
+def test_the_continuations_sample_with_the_priors_livegen_run_uses():
+    """A full register prior keeps the sampled continuation inside the primer's span (a tiny,
+    untrained model wanders without it), as `livegen run --memory W --register-prior 1` would."""
+    import numpy as np
+
+    from factories import tiny_model
+    from livegen.train.session_eval import SessionSettings, sample_continuation
+
+    primer = np.array([[p, 0.25, 0.2, 80.0] for p in [84, 86, 88, 89, 91, 89, 88, 86] * 4])
+    kept = sample_continuation(tiny_model(), primer, 64, 0.5, SessionSettings(), seed=1, register_prior=1.0)
+    free = sample_continuation(tiny_model(), primer, 64, 0.5, SessionSettings(), seed=1)
+    assert kept[:, 0].min() >= 84 and kept[:, 0].max() <= 91
+    assert free[:, 0].min() < 84 or free[:, 0].max() > 91
