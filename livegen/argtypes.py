@@ -72,3 +72,21 @@ def host_port(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT with a port in 1..65535 (e.g. 127.0.0.1:9001)")
     return host, int(port)
+
+
+def add_prior_arguments(parser: argparse.ArgumentParser, with_defaults: bool = True, about: str = "") -> None:
+    """``--key-prior`` and ``--register-prior``, worded once for every command that samples.
+
+    ``with_defaults=False`` leaves them None when not given, so that a preset's values apply
+    (``livegen run``); the help names the same defaults either way.  ``about`` prefixes the help
+    (``eval``: which continuations they shape)."""
+    from livegen.model.key_prior import DEFAULT_STRENGTH as KEY
+    from livegen.model.register_prior import DEFAULT_STRENGTH as REGISTER
+
+    parser.add_argument("--key-prior", type=number_in_range(float, 0.0, 1.0), default=KEY if with_defaults else None,
+                        metavar="K", help=f"{about}pitches outside the key of the last notes are 1-K times as likely "
+                                          f"(default {KEY:g}; 0 = the model as trained, 1 = the key's pitches only)")
+    parser.add_argument("--register-prior", type=number_in_range(float, 0.0, 1.0),
+                        default=REGISTER if with_defaults else None, metavar="R",
+                        help=f"{about}a pitch an octave beyond the span of the last notes is 1-R times as likely "
+                             f"(default {REGISTER:g}; 0 = the model as trained, 1 = never beyond it)")

@@ -24,10 +24,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from livegen import __version__
-from livegen.argtypes import number_in_range, pitch_range
+from livegen.argtypes import add_prior_arguments, number_in_range, pitch_range
 from livegen.errors import LivegenError
-from livegen.model.key_prior import DEFAULT_STRENGTH
-from livegen.model.register_prior import DEFAULT_STRENGTH as DEFAULT_REGISTER_STRENGTH
 
 EXIT_OK = 0
 EXIT_ERROR = 2
@@ -47,12 +45,7 @@ def _add_sampling_flags(parser: argparse.ArgumentParser) -> None:
                         help="nucleus sampling mass in (0, 1] (default 1.0 = off)")
     parser.add_argument("--pitch-range", type=pitch_range, default=(21, 108), metavar="LOW-HIGH",
                         help="pitches the answer may use, MIDI numbers or names (default 21-108, the piano)")
-    parser.add_argument("--key-prior", type=number_in_range(float, 0.0, 1.0), default=DEFAULT_STRENGTH, metavar="K",
-                        help=f"pitches outside the key of the last notes are 1-K times as likely (default "
-                             f"{DEFAULT_STRENGTH:g}; 0 = the model as trained, 1 = the key's pitches only)")
-    parser.add_argument("--register-prior", type=number_in_range(float, 0.0, 1.0), default=DEFAULT_REGISTER_STRENGTH,
-                        metavar="R", help=f"a pitch an octave beyond the span of the last notes is 1-R times as likely "
-                                          f"(default {DEFAULT_REGISTER_STRENGTH:g}; 0 = the model as trained, 1 = never beyond it)")
+    add_prior_arguments(parser)
     parser.add_argument("--seed", type=int, help="random seed for a reproducible result")
 
 

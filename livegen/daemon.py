@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
 from livegen import midi_bytes as mb
-from livegen.argtypes import end_call_controller, host_port, number_in_range, pitch_range
+from livegen.argtypes import add_prior_arguments, end_call_controller, host_port, number_in_range, pitch_range
 from livegen import presets
 from livegen.engine.control import LEARNABLE, ControlMap
 from livegen.engine.log import EventLog
@@ -60,12 +60,7 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quantize", choices=QUANTIZE,
                         help="snap answer onsets to this grid of the MIDI clock (else of the phrase's tempo); default off")
     parser.add_argument("--pitch-range", type=pitch_range, metavar="LOW-HIGH", help="pitches the answer may use (default 21-108)")
-    parser.add_argument("--key-prior", type=number_in_range(float, 0.0, 1.0), metavar="K",
-                        help="pitches outside the key you are playing in are 1-K times as likely "
-                             "(0 = the model as trained, 1 = the key's pitches only; default 0.5)")
-    parser.add_argument("--register-prior", type=number_in_range(float, 0.0, 1.0), metavar="R",
-                        help="a pitch an octave beyond the span you are playing in is 1-R times as likely "
-                             "(0 = the model as trained, 1 = never beyond it; default 0.75)")
+    add_prior_arguments(parser, with_defaults=False)
     parser.add_argument("--mode", choices=MODES,
                         help="call-response (stop when the player comes back in; default), overlap (keep playing), "
                              "mirror (answer with a Markov model learned from this session's playing), "

@@ -16,10 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from livegen.argtypes import number, number_in_range
+from livegen.argtypes import add_prior_arguments, number, number_in_range
 from livegen.errors import LivegenError, ModelError, OutputFileError, TrainingDataError
-from livegen.model.key_prior import DEFAULT_STRENGTH
-from livegen.model.register_prior import DEFAULT_STRENGTH as DEFAULT_REGISTER_STRENGTH
 
 ARCH_CHOICES = {"note-lstm": "note-lstm", "lstm": "note-lstm", "seed": "seed-lstm", "seed-lstm": "seed-lstm",
                 "markov": "markov"}
@@ -123,12 +121,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--continuation-notes", type=_positive_int, default=128,
                         help="longest continuation per piece, as long as the real one (default 128)")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature for continuations (default 1)")
-    parser.add_argument("--key-prior", type=number_in_range(float, 0.0, 1.0), default=DEFAULT_STRENGTH, metavar="K",
-                        help=f"note-lstm continuations: pitches outside the key of the last notes are 1-K times as "
-                             f"likely, as in livegen run (default {DEFAULT_STRENGTH:g}; 0 = the model as trained)")
-    parser.add_argument("--register-prior", type=number_in_range(float, 0.0, 1.0), default=DEFAULT_REGISTER_STRENGTH,
-                        metavar="R", help=f"note-lstm continuations: a pitch an octave beyond the span of the last notes "
-                                          f"is 1-R times as likely, as in livegen run (default {DEFAULT_REGISTER_STRENGTH:g})")
+    add_prior_arguments(parser, about="note-lstm continuations, as livegen run samples them: ")
     parser.add_argument("--max-pieces", type=_non_negative_int, default=0, help="evaluate at most N pieces (0 = all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the continuations (default 0)")
     parser.add_argument("--follow-pieces", type=_non_negative_int, default=150, metavar="N",

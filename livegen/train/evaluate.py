@@ -73,17 +73,12 @@ class LSTMPredictor:
         target = tokens[start:]  # (n, 4)
         logits = model.heads(context, target)
         log_step = torch.log_softmax(logits.step.float(), -1)  # (n, S)
-        marginal = []
-        for part, part_log_step in zip(context.split(256), log_step.split(256)):
-            c = part[:, None, :] + model.cond_step.weight[None, :, :]  # (m, S, hidden)
-            log_pitch = torch.log_softmax(model.pitch_head(c).float(), -1)  # (m, S, 128)
-            marginal.append(torch.logsumexp(part_log_step[:, :, None] + log_pitch, dim=1))
 
         def true(log_probs, column):
             return log_probs.gather(-1, target[:, column : column + 1]).squeeze(-1).cpu().numpy()
 
         return Scores(
-            pitch=torch.cat(marginal).cpu().numpy(),
+            pitch=log_pitch_marginal(model, context, log_step).cpu().numpy(),
             pitch_given_step=torch.log_softmax(logits.pitch.float(), -1).cpu().numpy(),
             step=true(log_step, 1),
             duration=true(torch.log_softmax(logits.duration.float(), -1), 2),
@@ -154,6 +149,17 @@ class MarkovPredictor:
 
     def continue_rows(self, primer, length, seed, temperature, pitch_range):
         return self.model.continue_rows(primer, length, np.random.default_rng(seed), temperature, *pitch_range)
+
+
+def log_pitch_marginal(model, context: torch.Tensor, log_step: torch.Tensor) -> torch.Tensor:
+    """log P(pitch) (n, 128) summed over the step bins, given the summaries ``context`` (n, hidden)
+    and log P(step) (n, S): the eval's headline pitch distribution (the step is not known yet)."""
+    marginal = []
+    for part, part_log_step in zip(context.split(256), log_step.split(256)):
+        c = part[:, None, :] + model.cond_step.weight[None, :, :]  # (m, S, hidden)
+        log_pitch = torch.log_softmax(model.pitch_head(c).float(), -1)  # (m, S, 128)
+        marginal.append(torch.logsumexp(part_log_step[:, :, None] + log_pitch, dim=1))
+    return torch.cat(marginal)
 
 
 def load_predictor(spec: str, device: torch.device, markov: MarkovModel | None = None, key_prior: float = 0.0,

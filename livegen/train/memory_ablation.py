@@ -166,6 +166,7 @@ def segment_dynamic_probs(model, rows: np.ndarray, lr: float, segment: int) -> n
     import torch.nn.functional as F
 
     from livegen.model.tokens import Tokenizer
+    from livegen.train.evaluate import log_pitch_marginal
 
     adapted = copy.deepcopy(model).eval()
     optimizer = torch.optim.Adam(adapted.parameters(), lr=lr)
@@ -177,9 +178,7 @@ def segment_dynamic_probs(model, rows: np.ndarray, lr: float, segment: int) -> n
         h, next_state = adapted.encode(tokens[None, a - 1 : b - 1], state)
         logits = adapted.heads(h[0], target)
         with torch.no_grad():
-            log_step = torch.log_softmax(logits.step.float(), -1)
-            log_pitch = torch.log_softmax(adapted.pitch_head(h[0][:, None, :] + adapted.cond_step.weight[None]).float(), -1)
-            marginal = torch.logsumexp(log_step[:, :, None] + log_pitch, dim=1)
+            marginal = log_pitch_marginal(adapted, h[0], torch.log_softmax(logits.step.float(), -1))
             out[a:b] = marginal.gather(-1, target[:, :1]).squeeze(-1).exp().numpy()
         optimizer.zero_grad()
         F.cross_entropy(logits.pitch.float(), target[:, 0]).backward()
