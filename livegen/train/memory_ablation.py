@@ -108,9 +108,9 @@ def voice_line_probs(predictor, rows: np.ndarray, order: int = 3, limit: int = 2
     """P(truth) for notes CONTEXT.. under a voice-line view of the memory.
 
     Each note belongs to the line of its rank in its chord, in the order the model reads chords
-    (top note first for the shipped model).  One interpolated n-gram table over intervals (a PitchCache over interval symbols),
-    shared by every line so that a motif passed between voices matches, reads each line's own last
-    intervals.  A chord note comes from the next rank's line (beyond the note before it), a new
+    (top note first for the shipped model).  One interpolated n-gram table over intervals (a
+    PitchCache over interval symbols), shared by every line so that a motif passed between voices
+    matches, reads each line's own last intervals.  A chord note comes from the next rank's line (beyond the note before it), a new
     onset from the top line, mixed by the LSTM's probability of a chord step (or by ``chord``, one
     probability per scored note)."""
     import torch
@@ -210,13 +210,15 @@ def ablation(predictor, pieces: Sequence[np.ndarray], knob: float = 0.5, dynamic
                     "pitch_nll_without": round(base / len(lstm), 4), "shipped": ratio(shipped),
                     "fixed": {str(w): ratio((1 - w) * lstm + w * memory) for w in WEIGHTS}}
     if groups is not None:
+        chord_seconds = predictor.tokenizer.config.chord_seconds
         result["by_group"] = {}
         for name in sorted(set(groups)):
             chosen = [i for i, g in enumerate(groups) if g == name]
             alone = np.concatenate([terms[i]["lstm"] for i in chosen])
             mixed = np.concatenate([(1 - shipped_w[i]) * terms[i]["lstm"] + shipped_w[i] * terms[i]["memory"] for i in chosen])
             result["by_group"][name] = {"pieces": len(chosen), "notes": int(len(alone)),
-                                        "chord_share": round(float(np.mean([np.mean(pieces[i][1:, STEP] < 0.01) for i in chosen])), 3),
+                                        "chord_share": round(float(np.mean([np.mean(pieces[i][1:, STEP] < chord_seconds)
+                                                                            for i in chosen])), 3),
                                         "shipped": round(_nll(mixed) / _nll(alone), 4)}
     oracle = 0.0
     for t in terms:
@@ -239,9 +241,9 @@ def ablation(predictor, pieces: Sequence[np.ndarray], knob: float = 0.5, dynamic
         result[name] = ratio(np.concatenate(mixed))
     cache = np.concatenate([t["cache"] for t in terms])
     result["absolute_cache"] = {str(a): ratio((1 - a) * shipped + a * cache) for a in (0.05, 0.1, 0.15, 0.2, 0.3)}
-    voices = np.concatenate([voice_line_probs(predictor, rows) for rows in pieces])
+    voices = [voice_line_probs(predictor, rows) for rows in pieces]
     result["voice_lines"] = {str(a): ratio(np.concatenate([(1 - w) * t["lstm"] + w * ((1 - a) * t["memory"] + a * v)
-                                                           for t, w, v in zip(terms, shipped_w, _split(voices, terms))]))
+                                                           for t, w, v in zip(terms, shipped_w, voices)]))
                              for a in (0.2, 0.35, 0.5)}
     if segment:
         adapted = np.concatenate([segment_dynamic_probs(predictor.model, rows, **segment) for rows in pieces])
@@ -254,11 +256,6 @@ def ablation(predictor, pieces: Sequence[np.ndarray], knob: float = 0.5, dynamic
         result["dynamic"] = {**dynamic, "alone": ratio(adapted),
                              "with_memory": ratio((1 - both) * adapted + both * memory)}
     return result
-
-
-def _split(values: np.ndarray, terms: list[dict]) -> list[np.ndarray]:
-    """``values`` (all pieces' notes, concatenated) cut back into pieces as ``terms`` has them."""
-    return np.split(values, np.cumsum([len(t["lstm"]) for t in terms])[:-1])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
