@@ -61,6 +61,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     split.add_argument("--test-fraction", type=_fraction, default=0.05, help="pieces held out for testing (default 0.05)")
     split.add_argument("--split-from", type=Path, metavar="DIR",
                        help="reuse the split.json of another model folder (train baselines on the same split)")
+    split.add_argument("--split-extend", action="store_true",
+                       help="with --split-from: pieces of --data/--corpus that the split does not list join the "
+                            "training side (copies of its validation or test pieces are left out), so a retrain on "
+                            "more music is measured on the earlier release's validation and test pieces")
     train = parser.add_argument_group("training")
     train.add_argument("--epochs", type=_positive_int, default=20, help="passes over the training pieces (default 20)")
     train.add_argument("--batch-size", type=_positive_int, help="windows per batch (default 64; seed 64)")
@@ -242,7 +246,7 @@ def run_train(args: argparse.Namespace) -> int:
     import torch
 
     from livegen.model.device import resolve_device
-    from livegen.train.data import content_key, read_split, select, split_pieces, write_split
+    from livegen.train.data import content_key, extend_split, read_split, select, split_pieces, write_split
     from livegen.train.loop import init_distributed, shutdown_distributed
 
     _setup(args)
@@ -259,6 +263,8 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         if args.resume and not (out / "last" / "config.json").is_file():
             raise ModelError(f"--resume: {out / 'last'} holds no checkpoint to resume from")
+        if args.split_extend and args.split_from is None:
+            raise TrainingDataError("--split-extend needs --split-from DIR (the split to extend)")
         split_source = out if args.resume else args.split_from
         recorded = read_split(split_source) if split_source is not None else None
         files = _source_files(args)
@@ -278,8 +284,16 @@ def run_train(args: argparse.Namespace) -> int:
         ingested = _ingest(files, args, dist_info, log)
         if not ingested.pieces:
             raise ingested.nothing_usable()
+        extra = {}
         if recorded is not None:
             split = {k: recorded[k] for k in ("train", "validation", "test")}
+            if args.split_extend:
+                split, leaked = extend_split({**split, "held_out_styles": recorded.get("held_out_styles", [])},
+                                             ingested.pieces)
+                log(f"--split-extend: {len(split['train']) - len(recorded['train'])} pieces added to training, "
+                    f"{len(leaked)} left out as copies of validation or test pieces")
+                extra = {"extended_from": str(args.split_from), "left_out_as_copies": leaked}
+            extra.update({k: recorded[k] for k in ("held_out_styles",) if k in recorded})
         else:
             keys = {p.id: content_key(p.notes) for p in ingested.pieces}  # duplicates stay on one side
             split = split_pieces([p.id for p in ingested.pieces], args.seed, args.val_fraction, args.test_fraction, keys)
@@ -291,7 +305,7 @@ def run_train(args: argparse.Namespace) -> int:
             write_split(out, split, seed=args.seed, sources={"data": args.data, "corpus": args.corpus,
                                                              "corpus_include": args.corpus_include,
                                                              "corpus_exclude": args.corpus_exclude},
-                        split_from=str(args.split_from) if args.split_from else None)
+                        split_from=str(args.split_from) if args.split_from else None, **extra)
         log(f"split: {len(train_pieces)} train, {len(val_pieces)} validation, {len(split['test'])} test pieces "
             f"({sum(len(p.notes) for p in train_pieces)} training notes)")
         meta = {"command": _command_line(), "data": {"files": ingested.files, "pieces": len(ingested.pieces),

@@ -446,6 +446,23 @@ def split_pieces(
     return {name: sorted(split[name]) for name in ("validation", "test", "train")}
 
 
+def extend_split(split: dict, pieces: Sequence[Piece]) -> tuple[dict[str, list[str]], list[str]]:
+    """Add the pieces a recorded split does not list to its training side.
+
+    Validation and test stay exactly the earlier release's, so the two releases are measured on the
+    same pieces.  A new piece that copies a validation or test piece (same content key: folk books
+    repeat tunes) is left out and returned, and a piece listed as a held-out style is never added.
+    """
+    listed = {i for k in SPLITS for i in split[k]} | set(split.get("held_out_styles", []))
+    evaluated = set(split["validation"]) | set(split["test"])
+    evaluated_keys = {content_key(p.notes) for p in pieces if p.id in evaluated}
+    new = [p for p in pieces if p.id not in listed]
+    leaked = {p.id for p in new if content_key(p.notes) in evaluated_keys}
+    extended = {k: list(split[k]) for k in SPLITS}
+    extended["train"] = sorted(set(extended["train"]) | {p.id for p in new if p.id not in leaked})
+    return extended, sorted(leaked)
+
+
 def write_split(directory: str | os.PathLike, split: dict[str, list[str]], **info) -> Path:
     path = Path(directory) / SPLIT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
