@@ -236,8 +236,11 @@ def session_memory_report(predictor, pieces: Sequence, settings: SessionSettings
 # --- the repeated-sections set -----------------------------------------------------------------------
 
 
-def expanded_pieces(path: Path, limit: int) -> list[tuple[str, list]]:
-    """(name, notes) of the scores in ``path`` that have repeat signs, with the repeats played out."""
+def expanded_pieces(path: Path, limit: int, indices: set[int] | None = None) -> list[tuple[str, list]]:
+    """(name, notes) of the scores in ``path`` that have repeat signs, with the repeats played out.
+
+    ``indices``: only these scores of a book (the ``#k`` of a piece id; 0 for a single score).
+    """
     import warnings
 
     import music21
@@ -251,6 +254,8 @@ def expanded_pieces(path: Path, limit: int) -> list[tuple[str, list]]:
     for index, score in enumerate(scores):
         if len(out) >= limit:
             break
+        if indices is not None and index not in indices:
+            continue
         if not score.flatten().getElementsByClass(music21.bar.Repeat):
             continue
         try:
@@ -263,21 +268,42 @@ def expanded_pieces(path: Path, limit: int) -> list[tuple[str, list]]:
     return out
 
 
-def build_repeated_set(out: Path, sources: Sequence[str], per_file: int = 10, limit: int = 60) -> list[Path]:
+def split_sources(model_dir: Path, splits: Sequence[str] = ("test", "validation")) -> dict[str, set[int]]:
+    """The files and score indices of a model's held-out pieces, for ``build_repeated_set``.
+
+    Pieces that no release trained on make the fair repeated set: the tunes of a book that are in
+    the training split are not taken, only the held-out ones.
+    """
+    from livegen.train.data import CORPUS_PREFIX, file_of, read_split
+
+    recorded = read_split(model_dir)
+    wanted: dict[str, set[int]] = {}
+    for name in splits:
+        for piece_id in recorded[name]:
+            file_id = file_of(piece_id)
+            index = int(piece_id[len(file_id) + 1:]) if piece_id != file_id else 0
+            source = file_id[len(CORPUS_PREFIX):] if file_id.startswith(CORPUS_PREFIX) else file_id
+            wanted.setdefault(source, set()).add(index)
+    return dict(sorted(wanted.items()))
+
+
+def build_repeated_set(out: Path, sources: Sequence[str] | dict[str, set[int]], per_file: int = 10,
+                       limit: int = 60) -> list[Path]:
     """MIDI files of corpus pieces with their repeats expanded (music21's ``expandRepeats``).
 
-    ``sources``: music21 corpus paths (``oneills1850/0001-0050.abc``...) or files.  Tunes in AABB
-    form (O'Neill's 1850 Irish collection: not in the default model's training data) and held-out
-    chorales whose first section repeats are the intended sources.
+    ``sources``: music21 corpus paths (``oneills1850/0001-0050.abc``...) or files, or a mapping
+    of them to the score indices to take (``split_sources``: the held-out pieces of a model's
+    split, which is how the shipped set is built since release 0.3 trained on all of O'Neill).
     """
     from livegen.notes import Track, write_midi
     from livegen.train.data import corpus_root
 
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    for source in sources:
+    chosen = sources if isinstance(sources, dict) else dict.fromkeys(sources)
+    for source, indices in chosen.items():
         path = Path(source) if Path(source).is_file() else corpus_root() / source
-        for name, notes in expanded_pieces(path, per_file):
+        for name, notes in expanded_pieces(path, per_file, indices):
             target = out / f"{name}.mid"
             write_midi(target, [Track("melody", notes)])
             written.append(target)
@@ -295,7 +321,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     repeats.add_argument("--source", action="append", default=[], metavar="CORPUS_PATH")
     repeats.add_argument("--per-file", type=int, default=10)
     repeats.add_argument("--limit", type=int, default=60)
+    repeats.add_argument("--from-split", type=Path, metavar="MODEL",
+                         help="take the pieces of MODEL's test and validation splits that have repeats "
+                              "(music no release trained on) instead of --source")
     args = parser.parse_args(argv)
+    if args.from_split is not None:
+        written = build_repeated_set(args.out, split_sources(args.from_split), args.per_file, args.limit)
+        print(f"wrote {len(written)} pieces with repeats expanded to {args.out}", file=sys.stderr)
+        return 0 if written else 1
     sources = args.source or ["oneills1850/0001-0050.abc", "oneills1850/0051-0100.abc", "oneills1850/0101-0200.abc",
                               "oneills1850/0201-0300.abc", "oneills1850/0301-0350.abc", "oneills1850/0351-0400.abc"]
     written = build_repeated_set(args.out, sources, args.per_file, args.limit)

@@ -57,3 +57,41 @@ def test_the_continuations_sample_with_the_priors_livegen_run_uses():
     free = sample_continuation(tiny_model(), primer, 64, 0.5, SessionSettings(), seed=1)
     assert kept[:, 0].min() >= 84 and kept[:, 0].max() <= 91
     assert free[:, 0].min() < 84 or free[:, 0].max() > 91
+
+
+def _score_file(path, repeat: bool):
+    """A two-measure tune between repeat signs when ``repeat``."""
+    import music21
+
+    part = music21.stream.Part()
+    for number, pitches in enumerate((["C4", "D4", "E4", "F4"], ["G4", "A4", "B4", "C5"]), start=1):
+        measure = music21.stream.Measure(number=number)
+        measure.append(music21.meter.TimeSignature("4/4")) if number == 1 else None
+        for name in pitches:
+            measure.append(music21.note.Note(name, quarterLength=1))
+        if repeat and number == 1:
+            measure.leftBarline = music21.bar.Repeat(direction="start")
+        if repeat and number == 2:
+            measure.rightBarline = music21.bar.Repeat(direction="end")
+        part.append(measure)
+    score = music21.stream.Score([part])
+    score.write("musicxml", fp=str(path))
+    return str(path)
+
+
+def test_repeated_set_from_a_split_takes_only_held_out_pieces_that_repeat(tmp_path):
+    from livegen.notes import read_midi
+    from livegen.train.data import write_split
+    from livegen.train.session_eval import build_repeated_set, main, split_sources
+
+    held_repeat = _score_file(tmp_path / "held_repeat.musicxml", repeat=True)
+    held_plain = _score_file(tmp_path / "held_plain.musicxml", repeat=False)
+    trained = _score_file(tmp_path / "trained_repeat.musicxml", repeat=True)
+    write_split(tmp_path / "model", {"train": [trained], "validation": [held_plain], "test": [held_repeat]})
+    sources = split_sources(tmp_path / "model")
+    assert sources == {held_plain: {0}, held_repeat: {0}}
+    written = build_repeated_set(tmp_path / "set", sources, per_file=5, limit=5)
+    assert [p.name for p in written] == ["held_repeat-0.mid"]
+    assert [n.pitch for n in read_midi(written[0])] == [60, 62, 64, 65, 67, 69, 71, 72] * 2
+    assert main(["repeats", str(tmp_path / "cli"), "--from-split", str(tmp_path / "model")]) == 0
+    assert [p.name for p in (tmp_path / "cli").iterdir()] == ["held_repeat-0.mid"]
