@@ -16,6 +16,12 @@ the player's recent notes match a long, consistently continued context and down 
 matches.  ``W = 0`` is the LSTM exactly (the memory is not even asked); ``W = 1`` is the session
 model alone, like mirror mode.
 
+The copy guard: an answer may follow the memory's script (a pitch the memory gave at least
+COPY_SHARE of its mass) for COPY_LIMIT notes in a row; after that the LSTM alone plays until the
+answer leaves the memorised line, then the memory leads again.  Like the repetition penalty of text
+generators it acts only when sampling (0 < W < 1), so the scored mixture is unchanged: without it,
+at W = 0.5 answers replayed whole sections where the music itself varies them (README).
+
 ``MemoryStream`` wraps a NoteStream: ``feed`` teaches the memory (the player's notes: the
 worker feeds only those), ``fork`` gives an answer stream whose memory cursor moves with the
 answer but learns nothing, ``sample`` blends with ``params.memory``.
@@ -39,6 +45,8 @@ from livegen.model.tokens import Tokenizer
 PITCH_FLOOR = 1e-4  # share of the session model's pitch mass spread over every pitch (never 0)
 CONFIDENCE_NEUTRAL = 0.35  # the memory confidence at which the weight is the knob's value (measured, see README)
 CONFIDENCE_GAIN = 12.0  # how far confidence moves the weight, in logits per unit of confidence (measured)
+COPY_LIMIT = 12  # answer notes in a row the memory may lead before the LSTM must vary the material (measured)
+COPY_SHARE = 0.5  # a note "follows the memory's script" when the memory gave its pitch at least this share
 
 
 def blend_weight(knob: float, confidence: float, adaptive: bool = True) -> float:
@@ -119,6 +127,8 @@ class MemoryStream:
         self.adaptive = adaptive
         self._cursor = None  # an answer's own position in the memory; None: the learning cursor
         self._learns = True
+        self.copy_run = 0  # notes in a row this answer played as the memory scripted them
+        self._scripted = False  # whether the last note sampled was the memory's script
         self._step_bins = StepBins(memory, stream.tokenizer)  # shared with forks (same memory, same model)
 
     # the NoteStream's surface (read-only), for the daemon, harmonize's voicing and the benchmarks
@@ -155,6 +165,8 @@ class MemoryStream:
             self.memory.observe(rows)
         else:
             self.memory.advance(self._cursor, rows)
+            self.copy_run = self.copy_run + 1 if self._scripted else 0  # the answer plays its note
+            self._scripted = False
 
     def prepare_next(self) -> None:
         self.stream.prepare_next()
@@ -174,6 +186,7 @@ class MemoryStream:
         with self.memory._lock:
             other._cursor = (self._cursor or self.memory.cursor).copy()
         other._learns = False
+        other.copy_run, other._scripted = 0, False
         return other
 
     # -- distributions ------------------------------------------------------------------------
@@ -229,6 +242,9 @@ class MemoryStream:
         logits, draw = next_logits(self.stream), Draws(self.stream, generator)
         session = self.session()
         w = self.weight(params, session)
+        guarded = 0.0 < params.memory < 1.0 and self.copy_run >= COPY_LIMIT
+        if guarded:  # the LSTM alone plays until the answer leaves the memorised line
+            w = 0.0
         t, p = params.temperature, params.top_p
         step_mix = softmax(logits.step(), 1.0 - w)
         step_mix += w * session.step
@@ -240,6 +256,7 @@ class MemoryStream:
         else:  # the range and the key and register priors as factors (cached)
             pitch_mix *= self.stream.pitch_weight_array(params)
         pitch = draw.from_probs(1, pitch_mix, t, p)
+        self._scripted = bool(session.pitch(step)[pitch] >= COPY_SHARE)  # counted when the note is fed
         duration = draw(2, logits.duration(step, pitch), t, p)
         velocity = draw(3, logits.velocity(step, pitch, duration), t, p)
         return pitch, step, duration, velocity

@@ -243,3 +243,28 @@ def test_harmonize_voices_a_memory_stream_with_the_model_and_teaches_the_memory_
         assert stream.primed
         assert stream.memory.notes_seen == count
     assert placed, "no voice was placed"
+
+
+def test_the_memory_leads_at_most_copy_limit_notes_in_a_row(monkeypatch):
+    """The copy guard: past COPY_LIMIT scripted notes the LSTM alone plays until the answer
+    leaves the memorised line, so the player's material comes back varied, not replayed whole."""
+    from livegen.model import blend
+
+    stream = MemoryStream(NoteStream(relative_model(), seed=0), SessionMemory())
+    stream.feed(motif_rows(repeats=6))
+
+    def runs(knob: float) -> list[int]:
+        answer, seen = stream.fork(), []
+        assert answer.copy_run == 0
+        for _ in range(48):
+            answer.feed(answer.sample(SamplingParams(memory=knob)))
+            seen.append(answer.copy_run)
+        return seen
+
+    monkeypatch.setattr(blend, "COPY_LIMIT", 10**6)
+    assert max(runs(0.95)) >= 24  # without the guard a confident memory replays the motif on and on
+    monkeypatch.setattr(blend, "COPY_LIMIT", 4)
+    guarded = runs(0.95)
+    assert max(guarded) <= 5 and guarded.count(0) >= 6  # broken again and again, and the memory leads again
+    assert max(guarded) >= 4
+    assert max(runs(1.0)) >= 24  # W = 1 is the session alone, like mirror: no guard
