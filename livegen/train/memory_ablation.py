@@ -219,6 +219,7 @@ def ablation(predictor, pieces: Sequence[np.ndarray], knob: float = 0.5, dynamic
             result["by_group"][name] = {"pieces": len(chosen), "notes": int(len(alone)),
                                         "chord_share": round(float(np.mean([np.mean(pieces[i][1:, STEP] < chord_seconds)
                                                                             for i in chosen])), 3),
+                                        "pitch_nll_without": round(_nll(alone) / len(alone), 4),
                                         "shipped": round(_nll(mixed) / _nll(alone), 4)}
     oracle = 0.0
     for t in terms:

@@ -35,6 +35,7 @@ def test_the_ablation_agrees_with_the_eval_and_its_oracle_bounds_every_fixed_wei
     assert {"order_4", "order_8", "context_rhythm", "absolute_cache", "evidence", "voice_lines"} <= set(report)
     assert {name: g["pieces"] for name, g in report["by_group"].items()} == {"folk": 2, "other": 1}
     assert all(g["shipped"] < 0.8 and g["chord_share"] == 0.0 for g in report["by_group"].values())
+    assert all(g["pitch_nll_without"] > 0 for g in report["by_group"].values())
 
 
 def test_dynamic_evaluation_learns_a_piece_that_repeats():
