@@ -319,22 +319,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     repeats = sub.add_parser("repeats", help="write corpus pieces with their repeats expanded as MIDI files")
     repeats.add_argument("out", type=Path)
     repeats.add_argument("--source", action="append", default=[], metavar="CORPUS_PATH")
-    repeats.add_argument("--per-file", type=int, default=10)
-    repeats.add_argument("--limit", type=int, default=60)
+    repeats.add_argument("--per-file", type=int, help="pieces per corpus file at most (default 10; all with --from-split)")
+    repeats.add_argument("--limit", type=int, help="pieces in all at most (default 60; all with --from-split)")
     repeats.add_argument("--from-split", type=Path, metavar="MODEL",
                          help="take the pieces of MODEL's test and validation splits that have repeats "
                               "(music no release trained on) instead of --source")
     args = parser.parse_args(argv)
     if args.from_split is not None:
-        written = build_repeated_set(args.out, split_sources(args.from_split), args.per_file, args.limit)
-        print(f"wrote {len(written)} pieces with repeats expanded to {args.out}", file=sys.stderr)
-        return 0 if written else 1
-    sources = args.source or ["oneills1850/0001-0050.abc", "oneills1850/0051-0100.abc", "oneills1850/0101-0200.abc",
-                              "oneills1850/0201-0300.abc", "oneills1850/0301-0350.abc", "oneills1850/0351-0400.abc"]
-    written = build_repeated_set(args.out, sources, args.per_file, args.limit)
+        sources: Sequence[str] | dict[str, set[int]] = split_sources(args.from_split)
+        everything = sum(len(indices) for indices in sources.values())
+        per_file, limit = args.per_file or everything, args.limit or everything
+    else:
+        sources = args.source or ["oneills1850/0001-0050.abc", "oneills1850/0051-0100.abc",
+                                  "oneills1850/0101-0200.abc", "oneills1850/0201-0300.abc",
+                                  "oneills1850/0301-0350.abc", "oneills1850/0351-0400.abc"]
+        per_file, limit = args.per_file or 10, args.limit or 60
+    written = build_repeated_set(args.out, sources, per_file, limit)
     print(f"wrote {len(written)} pieces with repeats expanded to {args.out}", file=sys.stderr)
     return 0 if written else 1
-
 
 if __name__ == "__main__":
     sys.exit(main())
