@@ -87,6 +87,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--select", choices=["pitch", "total"], default="pitch",
                        help="validation loss that picks the saved model: pitch (the headline, default) or the "
                             "sum over all fields (noisier: a score's velocity level is a guess)")
+    train.add_argument("--ema", type=_fraction, default=0.0, metavar="DECAY",
+                       help="validate and save a moving average of the weights, each step weighing 1-DECAY "
+                            "(e.g. 0.999: about the last 1,000 steps; default 0: the weights themselves)")
     train.add_argument("--resume", action="store_true", help="continue from DIR/last (same data and split)")
     train.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], default="auto",
                        help="mixed precision on CUDA (auto: bf16 where supported, else fp16; CPU: off)")
@@ -231,7 +234,7 @@ def _train_config(args, arch: str):
     from livegen.train.loop import SeedTask, TrainConfig
 
     values = {"arch": arch, "epochs": args.epochs, "window": args.window, "seed": args.seed,
-              "max_steps": args.max_steps, "amp": args.amp, "select": args.select,
+              "max_steps": args.max_steps, "amp": args.amp, "select": args.select, "ema": args.ema,
               "augment": NO_AUGMENTATION if args.no_augment else AugmentConfig(transpose=args.transpose,
                                                                                tempo=args.tempo_augment)}
     if arch == "seed-lstm":

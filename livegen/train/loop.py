@@ -41,6 +41,7 @@ from livegen.train.data import Piece
 LAST_DIR = "last"
 STATE_FILE = "train_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
+AVERAGE_FILE = "average.safetensors"  # in out/last: the moving average of the weights (--ema), for --resume
 LOG_FILE = "train_log.jsonl"
 
 
@@ -61,11 +62,14 @@ class TrainConfig:
     max_steps: int = 0  # stop after this many optimizer steps in all (0 = no limit)
     amp: str = "auto"  # auto: bf16/fp16 autocast on CUDA, off on CPU
     select: str = "pitch"  # the validation loss that picks the saved model: pitch, or total (all fields)
+    ema: float = 0.0  # decay of a moving average of the weights, validated and saved instead of them (0 = off)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
         if self.select not in ("pitch", "total"):
             raise ValueError(f"select must be pitch or total, got {self.select!r}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema must be in [0, 1), got {self.ema}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -301,6 +305,38 @@ def load_optimizer(optimizer: torch.optim.Optimizer, directory: Path) -> dict:
     return info
 
 
+# --- a moving average of the weights (--ema) -----------------------------------------------------
+
+
+def make_average(model: nn.Module, config: TrainConfig, resume_from: Path | None = None):
+    """An exponential moving average of ``model``'s weights (torch's AveragedModel), or None when
+    ``config.ema`` is 0.  Why: late in training each step's noise (augmentation drawn anew every
+    epoch, dropout, small batches) moves the weights around a minimum; their average sits nearer it.
+    ``resume_from`` (a ``last`` folder) restores the average that ``--resume`` left."""
+    if config.ema <= 0.0:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema))
+    path = resume_from / AVERAGE_FILE if resume_from is not None else None
+    if path is not None and path.exists():
+        from safetensors.torch import load_file
+
+        try:
+            average.module.load_state_dict(load_file(str(path)))
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise ModelError(f"{path}: cannot resume the weight average ({exc})") from exc
+        average.n_averaged.fill_(1)  # later updates average into it instead of copying the model
+    return average
+
+
+def save_average(average, directory: Path) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in average.module.state_dict().items()}
+    save_file(tensors, str(directory / AVERAGE_FILE))
+
+
 # --- the loop ------------------------------------------------------------------------------------
 
 
@@ -385,7 +421,10 @@ def train(
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> TrainResult:
-    """Train ``model`` in place; rank 0 saves the best model to ``out`` and the last to out/last."""
+    """Train ``model`` in place; rank 0 saves the best model to ``out`` and the last to out/last.
+
+    With ``config.ema`` the moving average of the weights is what is validated and saved to ``out``
+    (out/last keeps the raw weights to resume from, and the average beside them)."""
     from tqdm import tqdm
 
     main = dist_info.main
@@ -409,6 +448,7 @@ def train(
 
         wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
+    average = make_average(model, config, out / LAST_DIR if resume else None)
     train_arrays = [p.notes for p in train_pieces]
     val_batches = task.batches([p.notes for p in val_pieces], None)
     autocast, scaler = _autocast(config, device)
@@ -445,6 +485,8 @@ def train(
             parts, n = train_step(wrapped, task, batches[index], optimizer, config, device, autocast, scaler,
                                   parameters=model.parameters())
             scheduler.step()
+            if average is not None:
+                average.update_parameters(model)
             step += 1
             count += n
             for name in sums:
@@ -460,7 +502,8 @@ def train(
         train_seconds += elapsed
         targets_done += int(count_all)
         train_losses = {k: v / max(count_all, 1) for k, v in zip(task.fields, totals[2:])}
-        val_losses = evaluate_loss(wrapped, task, val_batches, device, dist_info, autocast)
+        val_losses = evaluate_loss(wrapped if average is None else average.module, task, val_batches, device,
+                                   dist_info, autocast)
         record = {
             "epoch": epoch + 1,
             "step": step,
@@ -472,6 +515,8 @@ def train(
             "seconds": round(elapsed, 2),
             "notes_per_second": round(count_all / max(elapsed_max, 1e-9), 1),
         }
+        if average is not None:  # what the average buys: the raw weights' validation loss beside it
+            record["val_raw"] = evaluate_loss(wrapped, task, val_batches, device, dist_info, autocast)
         history.append(record)
         losses, total = (record["val"], record["val_total"]) if record["val"] else (record["train"], record["train_total"])
         current = losses["pitch"] if config.select == "pitch" else total
@@ -486,10 +531,12 @@ def train(
                        "train_seconds": round(train_seconds, 1), "targets": targets_done,
                        "notes_per_second": round(targets_done / max(train_seconds, 1e-9), 1)}
             if improved and save is not None:
-                save(model, out, summary)
+                save(model if average is None else average.module, out, summary)
             last = out / LAST_DIR
             if save is not None:
                 save(model, last, summary)
+                if average is not None:
+                    save_average(average, last)
                 save_optimizer(optimizer, last, {"epoch": epoch + 1, "step": step, "best_val": best_val,
                                                  "best_epoch": best_epoch, "history": history,
                                                  "train_seconds": train_seconds, "targets": targets_done})
@@ -514,6 +561,8 @@ def _format(record: dict, fields: Sequence[str]) -> str:
     text = f"epoch {record['epoch']}: train {record['train_total']:.4f} ({losses(record['train'])})"
     if record["val"]:
         text += f" | val {record['val_total']:.4f} ({losses(record['val'])})"
+    if record.get("val_raw"):
+        text += f" | raw weights' val pitch {record['val_raw']['pitch']:.3f}"
     return text + f" | {record['notes_per_second']:.0f} notes/s, {record['seconds']:.0f} s"
 
 

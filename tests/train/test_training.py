@@ -118,3 +118,32 @@ def test_duplicate_tunes_stay_on_one_side_of_the_split():
         sides = {name for name, members in split.items() if "p1" in members or "p7" in members or "p19" in members}
         assert len(sides) == 1
         assert sorted(sum(split.values(), [])) == sorted(ids)
+
+
+def test_ema_saves_the_moving_average_and_resumes_it(songs, tmp_path):
+    common = ["--data", songs, "--cache", tmp_path / "c", "--dropout", "0", "--ema", "0.9", *TINY]
+    straight = tmp_path / "straight"
+    run_train(train_args(*common, "--out", straight, "--epochs", "1"))
+    (record,) = log_of(straight)
+    assert set(record["val_raw"]) == set(record["val"]) and record["val_raw"] != record["val"]
+    saved = load_file(str(straight / "model.safetensors"))
+    average = load_file(str(straight / "last" / "average.safetensors"))
+    raw = load_file(str(straight / "last" / "model.safetensors"))
+    assert set(saved) == set(average) == set(raw)
+    for name in saved:  # out/ holds the average (the only epoch is the best), last/ the raw weights beside it
+        torch.testing.assert_close(saved[name], average[name])
+    assert any(not torch.equal(saved[name], raw[name]) for name in saved)
+
+    two = tmp_path / "two"
+    run_train(train_args(*common, "--out", two, "--epochs", "2"))
+    run_train(train_args(*common, "--out", straight, "--epochs", "2", "--resume"))
+    a = load_file(str(two / "last" / "average.safetensors"))
+    b = load_file(str(straight / "last" / "average.safetensors"))
+    for name in a:  # resuming carries the average on instead of restarting it from the raw weights
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
+
+
+def test_ema_decay_must_be_below_one(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_args("--out", tmp_path / "x", "--ema", "1", *TINY)
+    assert exit_info.value.code == 2 and "--ema" in capsys.readouterr().err
