@@ -1,3 +1,6 @@
+import os
+import shutil
+
 import numpy as np
 import pytest
 from music21 import chord, dynamics, meter, note, stream, tempo, tie
@@ -43,10 +46,30 @@ def test_cache_is_used_the_second_time(tmp_path, monkeypatch):
     for a, b in zip(first.pieces, second.pieces):
         np.testing.assert_array_equal(a.notes, b.notes)
     assert second.skipped == first.skipped
-    (folder / "song00.mid").write_bytes((folder / "song01.mid").read_bytes())  # size/mtime change: stale
+    (folder / "song00.mid").write_bytes((folder / "song01.mid").read_bytes())  # new content: stale
     monkeypatch.undo()
     third = ingest(files, tmp_path / "cache", progress=False)
     np.testing.assert_array_equal(third.pieces[0].notes, third.pieces[1].notes)
+
+
+def test_cache_survives_a_reinstall_that_moves_and_touches_the_files(tmp_path, monkeypatch):
+    """Reinstalling music21 (or copying a MIDI folder) gives every file a new path and mtime; the
+    bytes are the same, so nothing is parsed again."""
+    folder = write_songs(tmp_path / "songs", count=2)
+    first = ingest(find_files([str(folder)]), tmp_path / "cache", progress=False)
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(folder, moved)  # new paths, new mtimes
+    for file in moved.iterdir():
+        os.utime(file, (1e9, 1e9))
+
+    def fail(path):
+        raise AssertionError(f"parsed again: {path}")
+
+    monkeypatch.setattr(data, "parse_file", fail)
+    second = ingest(find_files([str(moved)]), tmp_path / "cache", progress=False)
+    assert len(second.pieces) == len(first.pieces) == 2 and len(second.skipped) == len(first.skipped)
+    for a, b in zip(first.pieces, second.pieces):
+        np.testing.assert_array_equal(a.notes, b.notes)
 
 
 def test_bad_files_are_reasons_not_failures(tmp_path):
