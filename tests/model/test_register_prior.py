@@ -6,6 +6,8 @@ the span the player played on every sampling path (the numpy heads, the torch he
 session memory's blend), and a partial prior must pull them in without forbidding anything.
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -17,6 +19,7 @@ from livegen.model.sampling import SamplingParams
 from livegen.model.stream import NoteStream
 from livegen.notes import PITCH
 
+LINEAR = dataclasses.replace(TINY_CONFIG, head="linear")  # the shipped heads, which the stream samples in numpy
 HIGH_CALL = [84, 86, 88, 89, 91, 89, 88, 86]  # C6..G6
 LOW_CALL = [36, 38, 40, 41, 43, 41, 40, 38]  # C2..G2
 
@@ -26,7 +29,8 @@ def rows(pitches, duration=0.3, step=0.3):
 
 
 def call_stream(call=HIGH_CALL, seed=0, torch_heads=False) -> NoteStream:
-    stream = NoteStream(tiny_model(0, TINY_CONFIG), seed=seed)
+    stream = NoteStream(tiny_model(0, LINEAR), seed=seed)
+    assert stream.heads is not None  # the numpy heads unless told otherwise
     if torch_heads:
         stream.heads = None  # the torch sampler, as on a GPU
     stream.feed(rows(call * 3))
