@@ -75,12 +75,14 @@ def host_port(text: str) -> tuple[str, int]:
 
 
 def add_prior_arguments(parser: argparse.ArgumentParser, with_defaults: bool = True, about: str = "") -> None:
-    """``--key-prior`` and ``--register-prior``, worded once for every command that samples.
+    """``--key-prior``, ``--register-prior`` and ``--rhythm-temperature``, worded once for every
+    command that samples.
 
     ``with_defaults=False`` leaves them None when not given, so that a preset's values apply
     (``livegen run``); the help names the same defaults either way.  ``about`` prefixes the help
     (``eval``: which continuations they shape)."""
     from livegen.model.key_prior import DEFAULT_STRENGTH as KEY
+    from livegen.model.params import DEFAULT_RHYTHM_TEMPERATURE as RHYTHM
     from livegen.model.register_prior import DEFAULT_STRENGTH as REGISTER
 
     parser.add_argument("--key-prior", type=number_in_range(float, 0.0, 1.0), default=KEY if with_defaults else None,
@@ -90,3 +92,7 @@ def add_prior_arguments(parser: argparse.ArgumentParser, with_defaults: bool = T
                         default=REGISTER if with_defaults else None, metavar="R",
                         help=f"{about}a pitch an octave beyond the span of the last notes is 1-R times as likely "
                              f"(default {REGISTER:g}; 0 = the model as trained, 1 = never beyond it)")
+    parser.add_argument("--rhythm-temperature", type=number_in_range(float, 0.0, 2.0),
+                        default=RHYTHM if with_defaults else None, metavar="F",
+                        help=f"{about}steps and note lengths sample at the temperature times F (default {RHYTHM:g}; "
+                             f"1 = as the pitches, lower = a tidier rhythm with fewer stray held notes)")

@@ -69,7 +69,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         primer = primer[-args.primer_notes :]
     model = load_model(args.model, device=args.device)
     params = SamplingParams(args.temperature, args.top_p, *args.pitch_range, key_prior=args.key_prior,
-                            register_prior=args.register_prior)
+                            register_prior=args.register_prior, rhythm_temperature=args.rhythm_temperature)
     started = time.perf_counter()
     continuation = continue_notes(model, primer, args.length, params, seed=args.seed)
     elapsed = time.perf_counter() - started

@@ -96,7 +96,7 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
 _OVERRIDES = {  # flag attribute -> (preset section or None, key)
     "model": (None, "model"), "mode": (None, "mode"), "voices": (None, "voices"), "harmonize": (None, "harmonize"),
     "temperature": ("sampling", "temperature"), "top_p": ("sampling", "top_p"), "key_prior": ("sampling", "key_prior"),
-    "register_prior": ("sampling", "register_prior"),
+    "register_prior": ("sampling", "register_prior"), "rhythm_temperature": ("sampling", "rhythm_temperature"),
     "length": ("response", "length"), "max_seconds": ("response", "max_seconds"), "quantize": ("response", "quantize"),
     "gap_ms": ("listen", "gap_ms"), "gap_beats": ("listen", "gap_beats"), "min_notes": ("listen", "min_notes"),
     "max_listen": ("listen", "max_listen"), "adaptive_gap": ("listen", "adaptive_gap"),
@@ -145,7 +145,8 @@ def session_config(preset: Preset, passthrough_channel: int = 1) -> SessionConfi
         length=r.length,
         max_seconds=r.max_seconds,
         sampling=SamplingParams(s.temperature, s.top_p, s.pitch_low, s.pitch_high, memory=preset.memory,
-                                key_prior=s.key_prior, register_prior=s.register_prior),
+                                key_prior=s.key_prior, register_prior=s.register_prior,
+                                rhythm_temperature=s.rhythm_temperature),
         mode=preset.mode,
         channel=o.channel - 1,
         program=o.program,

@@ -25,6 +25,7 @@ from typing import Any
 
 from livegen.errors import PresetError
 from livegen.model.key_prior import DEFAULT_STRENGTH
+from livegen.model.params import DEFAULT_RHYTHM_TEMPERATURE
 from livegen.model.register_prior import DEFAULT_STRENGTH as DEFAULT_REGISTER_STRENGTH
 from livegen.shipped import shipped_dir
 
@@ -56,6 +57,7 @@ class Sampling:
     pitch_high: int = field(default=108, metadata=_range(0, 127, "highest pitch the answer may use"))
     key_prior: float = field(default=DEFAULT_STRENGTH, metadata=_range(0.0, 1.0, "how much less likely a pitch outside the key you are playing in is (0 = the model as trained, 1 = never)"))
     register_prior: float = field(default=DEFAULT_REGISTER_STRENGTH, metadata=_range(0.0, 1.0, "how much less likely a pitch an octave beyond the span you are playing in is (0 = the model as trained, 1 = never beyond it)"))
+    rhythm_temperature: float = field(default=DEFAULT_RHYTHM_TEMPERATURE, metadata=_range(0.0, 2.0, "the steps and note lengths sample at temperature x this (1 = as the pitches; lower = tidier rhythm)"))
 
 
 @dataclass

@@ -381,7 +381,7 @@ class Session:
         self._log({"event": "respond", "t": now, "tag": request.tag, "start_at": request.start_at,
                    "temperature": p.temperature, "top_p": p.top_p, "length": request.length,
                    "mode": self.config.mode, "preset": self.config.name, "memory": p.memory, "key_prior": p.key_prior,
-                   "register_prior": p.register_prior,
+                   "register_prior": p.register_prior, "rhythm_temperature": p.rhythm_temperature,
                    "grid": None if grid is None else [grid.origin, grid.step],
                    "grid_from": None if grid is None else grid.source})
 

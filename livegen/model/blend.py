@@ -245,10 +245,10 @@ class MemoryStream:
         guarded = 0.0 < params.memory < 1.0 and self.copy_run >= COPY_LIMIT
         if guarded:  # the LSTM alone plays until the answer leaves the memorised line
             w = 0.0
-        t, p = params.temperature, params.top_p
+        t, p, rhythm = params.temperature, params.top_p, params.time_temperature
         step_mix = softmax(logits.step(), 1.0 - w)
         step_mix += w * session.step
-        step = draw.from_probs(0, step_mix, t, p)
+        step = draw.from_probs(0, step_mix, rhythm, p)
         w_s = w * session.step[step] / step_mix[step] if step_mix[step] > 0 else w
         pitch_mix = session.add_pitch(softmax(logits.pitch(step), 1.0 - w_s), w_s, step)
         if chord and step == 0:  # the range and the key and register priors, the chord's pitches banned
@@ -257,7 +257,7 @@ class MemoryStream:
             pitch_mix *= self.stream.pitch_weight_array(params)
         pitch = draw.from_probs(1, pitch_mix, t, p)
         self._scripted = bool(session.pitch(step)[pitch] >= COPY_SHARE)  # counted when the note is fed
-        duration = draw(2, logits.duration(step, pitch), t, p)
+        duration = draw(2, logits.duration(step, pitch), rhythm, p)
         velocity = draw(3, logits.velocity(step, pitch, duration), t, p)
         return pitch, step, duration, velocity
 

@@ -81,10 +81,11 @@ class Draws:
     def from_probs(self, field: int, probs: np.ndarray, temperature: float, top_p: float) -> int:
         """The draw ``self(field, log(probs), ...)`` makes, from probabilities (>= 0, not all 0).
 
-        Why: a mixture is made of probabilities; at temperature 1 without top-p the lean draw's
-        log and exp cancel, so the inverse CDF reads them directly (the same distribution)."""
-        if self.uniforms is not None and temperature == 1.0 and top_p >= 1.0:
-            cdf = probs.cumsum()
+        Why: a mixture is made of probabilities; without top-p the lean draw's log and exp cancel,
+        so the inverse CDF reads them directly (at temperature T, of probs ** (1/T): the same
+        distribution as softmax(log(probs) / T), and cheaper on the rhythm's cooled draws)."""
+        if self.uniforms is not None and temperature > 0.0 and top_p >= 1.0:
+            cdf = (probs if temperature == 1.0 else probs ** (1.0 / temperature)).cumsum()
             return min(int(cdf.searchsorted(self.uniforms[field] * cdf[-1], "right")), len(cdf) - 1)
         with np.errstate(divide="ignore"):
             return self(field, np.log(probs), temperature, top_p)

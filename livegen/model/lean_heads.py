@@ -139,14 +139,14 @@ class LeanHeads:
 
         ``mask``: the additive pitch mask (128,) of ``params``' range (0 or -inf).  ``uniforms``:
         the four draws' uniforms when the caller has them (else four from ``generator``)."""
-        t, p = params.temperature, params.top_p
+        t, p, rhythm = params.temperature, params.top_p, params.time_temperature
         u = uniforms if uniforms is not None else torch.rand(4, generator=generator, dtype=torch.float64).numpy()
         logits = self.logits(h)
-        step = draw(logits.step(), t, p, u[0])
+        step = draw(logits.step(), rhythm, p, u[0])
         pitch_logits = logits.pitch(step)
         pitch_logits += ban_chord(mask, step, chord)
         pitch = draw(pitch_logits, t, p, u[1])
-        duration = draw(logits.duration(step, pitch), t, p, u[2])
+        duration = draw(logits.duration(step, pitch), rhythm, p, u[2])
         velocity = draw(logits.velocity(step, pitch, duration), t, p, u[3])
         return pitch, step, duration, velocity
 

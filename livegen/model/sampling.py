@@ -50,8 +50,8 @@ def sample_next(
     the pitches already struck at the current onset (batch size 1): if the step is zero they
     are excluded, since one channel cannot sound the same pitch twice at once.
     """
-    t, p = params.temperature, params.top_p
-    step = sample_logits(next_note.step_logits(), t, p, generator)
+    t, p, rhythm = params.temperature, params.top_p, params.time_temperature
+    step = sample_logits(next_note.step_logits(), rhythm, p, generator)
     if mask is None:
         mask = pitch_mask(params.pitch_low, params.pitch_high, next_note.h.device)
     if chord and step.numel() == 1 and step.item() == 0:
@@ -60,6 +60,6 @@ def sample_next(
         if torch.isfinite(chord_mask).any():  # a chord filling the whole range bans nothing
             mask = chord_mask
     pitch = sample_logits(next_note.pitch_logits(step) + mask, t, p, generator)
-    duration = sample_logits(next_note.duration_logits(pitch), t, p, generator)
+    duration = sample_logits(next_note.duration_logits(pitch), rhythm, p, generator)
     velocity = sample_logits(next_note.velocity_logits(duration), t, p, generator)
     return torch.stack([pitch, step, duration, velocity], dim=-1)

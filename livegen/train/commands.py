@@ -481,7 +481,7 @@ def run_eval(args: argparse.Namespace) -> int:
         markov_info["notes"] = markov.notes_seen
 
     predictors = {spec: load_predictor(spec, device, markov if spec == "markov" else None, args.key_prior,
-                                        args.register_prior) for spec in specs}
+                                        args.register_prior, args.rhythm_temperature) for spec in specs}
     from livegen.train.follow import FollowSettings
 
     follow_settings = FollowSettings(max_pieces=args.follow_pieces, temperature=args.temperature, seed=args.seed) \
@@ -503,7 +503,8 @@ def run_eval(args: argparse.Namespace) -> int:
                  "skipped": [{"file": f, "reason": r} for f, r in ingested.skipped]},
         "settings": {"primer_notes": settings.primer_notes, "continuation_notes": settings.continuation_notes,
                      "temperature": settings.temperature, "key_prior": args.key_prior,
-                     "register_prior": args.register_prior, "pitch_range": list(settings.pitch_range),
+                     "register_prior": args.register_prior, "rhythm_temperature": args.rhythm_temperature,
+                     "pitch_range": list(settings.pitch_range),
                      "seed": settings.seed, "max_pieces": settings.max_pieces, "scored_from_note": 26},
         "markov": markov_info,
         **result,

@@ -58,6 +58,7 @@ class LSTMPredictor:
         self._stream = None  # one NoteStream, forked per continuation: its weights are packed once
         self.key_prior = 0.0  # SamplingParams.key_prior of the continuations (livegen eval --key-prior)
         self.register_prior = 0.0  # ... and register_prior (livegen eval --register-prior)
+        self.rhythm_temperature = 1.0  # ... and rhythm_temperature (livegen eval --rhythm-temperature)
 
     def prepare(self, rows: np.ndarray) -> np.ndarray:
         """The piece with its chords in the order this model reads them (the same notes)."""
@@ -97,7 +98,8 @@ class LSTMPredictor:
         stream.reset()
         generator = make_generator(seed, self.device)
         params = SamplingParams(temperature=temperature, pitch_low=pitch_range[0], pitch_high=pitch_range[1],
-                                key_prior=self.key_prior, register_prior=self.register_prior)
+                                key_prior=self.key_prior, register_prior=self.register_prior,
+                                rhythm_temperature=self.rhythm_temperature)
         stream.feed(primer)
         rows = np.empty((length, 4))
         chord: list[int] = []
@@ -163,11 +165,12 @@ def log_pitch_marginal(model, context: torch.Tensor, log_step: torch.Tensor) -> 
 
 
 def load_predictor(spec: str, device: torch.device, markov: MarkovModel | None = None, key_prior: float = 0.0,
-                   register_prior: float = 0.0):
+                   register_prior: float = 0.0, rhythm_temperature: float = 1.0):
     """A model folder (any registered arch or a saved Markov model), or an already fitted Markov.
 
-    ``key_prior``, ``register_prior``: the note-lstm's continuations lean to the key and stay
-    near the register as ``livegen run`` does (the baselines sample as they are)."""
+    ``key_prior``, ``register_prior``, ``rhythm_temperature``: the note-lstm's continuations lean
+    to the key, stay near the register and sample their rhythm as ``livegen run`` does (the
+    baselines sample as they are)."""
     from livegen.model.checkpoint import load_model
     from livegen.model.seed_baseline import SeedLSTM
 
@@ -187,6 +190,7 @@ def load_predictor(spec: str, device: torch.device, markov: MarkovModel | None =
         return SeedPredictor(model)
     predictor = LSTMPredictor(model)
     predictor.key_prior, predictor.register_prior = key_prior, register_prior
+    predictor.rhythm_temperature = rhythm_temperature
     return predictor
 
 

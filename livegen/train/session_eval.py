@@ -167,9 +167,11 @@ def _grams(values: list[int], n: int) -> list[tuple[int, ...]]:
 
 
 def sample_continuation(model, primer: np.ndarray, length: int, weight: float, settings: SessionSettings,
-                        seed: int, key_prior: float = 0.0, register_prior: float = 0.0) -> np.ndarray:
+                        seed: int, key_prior: float = 0.0, register_prior: float = 0.0,
+                        rhythm_temperature: float = 1.0) -> np.ndarray:
     """What ``livegen run --memory W`` would answer after ``primer`` (the player's notes), with
-    the key and register priors it samples with (the eval's ``--key-prior``/``--register-prior``)."""
+    the key and register priors and the rhythm temperature it samples with (the eval's
+    ``--key-prior``/``--register-prior``/``--rhythm-temperature``)."""
     from livegen.model.blend import MemoryStream
     from livegen.model.params import SamplingParams
     from livegen.model.stream import NoteStream, make_generator
@@ -180,7 +182,7 @@ def sample_continuation(model, primer: np.ndarray, length: int, weight: float, s
     answer = stream.fork()
     generator = make_generator(seed, stream.stream.device)
     params = SamplingParams(temperature=settings.temperature, memory=weight, key_prior=key_prior,
-                            register_prior=register_prior)
+                            register_prior=register_prior, rhythm_temperature=rhythm_temperature)
     rows = np.empty((length, 4))
     chord: list[int] = []
     for i in range(length):
@@ -208,7 +210,8 @@ def session_continuations(predictor, pieces: Sequence, settings: SessionSettings
         versions = {"real": rows[cut : cut + length]}
         for name, weight in (("with", settings.weight), ("without", 0.0)):
             versions[name] = sample_continuation(predictor.model, primer, length, weight, settings, settings.seed + index,
-                                                 getattr(predictor, "key_prior", 0.0), getattr(predictor, "register_prior", 0.0))
+                                                 getattr(predictor, "key_prior", 0.0), getattr(predictor, "register_prior", 0.0),
+                                                 getattr(predictor, "rhythm_temperature", 1.0))
         for name, continuation in versions.items():
             share = motif_reuse(primer, continuation)
             if share is not None:
@@ -230,7 +233,8 @@ def session_memory_report(predictor, pieces: Sequence, settings: SessionSettings
     motifs = session_continuations(predictor, pieces, settings)
     return {"weight": settings.weight, "adaptive": settings.adaptive, **likelihood, **motifs,
             "temperature": settings.temperature, "key_prior": getattr(predictor, "key_prior", 0.0),
-            "register_prior": getattr(predictor, "register_prior", 0.0)}
+            "register_prior": getattr(predictor, "register_prior", 0.0),
+            "rhythm_temperature": getattr(predictor, "rhythm_temperature", 1.0)}
 
 
 # --- the repeated-sections set -----------------------------------------------------------------------

@@ -146,7 +146,7 @@ def test_session_distributions_equal_the_direct_computation(tokens):
                         np.testing.assert_allclose(session.pitch(b), pitch(b), rtol=1e-12, atol=1e-15)
 
 
-@pytest.mark.parametrize("temperature, top_p", [(1.0, 1.0), (0.7, 0.9), (0.0, 1.0)])
+@pytest.mark.parametrize("temperature, top_p", [(1.0, 1.0), (0.8, 1.0), (0.7, 0.9), (0.0, 1.0)])
 def test_draws_from_probabilities_are_the_draws_from_their_logs(temperature, top_p):
     stream = NoteStream(small_model(TokenConfig.relative_default()), seed=0)
     stream.feed(random_rows(np.random.default_rng(0), 4, 2))
