@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -19,6 +20,7 @@ TINY_CONFIG = NoteLSTMConfig(
     dropout=0.0,
     tokens=TokenConfig(step_bins=24, duration_bins=24, velocity_bins=16),
 )
+TINY_LINEAR_CONFIG = dataclasses.replace(TINY_CONFIG, head="linear")  # the shipped heads: streams sample them in numpy
 
 
 def tiny_model(seed: int = 0, config: NoteLSTMConfig = TINY_CONFIG) -> NoteLSTM:

@@ -6,12 +6,10 @@ the span the player played on every sampling path (the numpy heads, the torch he
 session memory's blend), and a partial prior must pull them in without forbidding anything.
 """
 
-import dataclasses
-
 import numpy as np
 import pytest
 
-from factories import TINY_CONFIG, sampled_answer as answer, tiny_model
+from factories import TINY_LINEAR_CONFIG, sampled_answer as answer, tiny_model
 from livegen.model.blend import MemoryStream
 from livegen.model.memory import SessionMemory
 from livegen.model.register_prior import OCTAVE, RegisterTracker, register_log_prior
@@ -19,7 +17,6 @@ from livegen.model.sampling import SamplingParams
 from livegen.model.stream import NoteStream
 from livegen.notes import PITCH
 
-LINEAR = dataclasses.replace(TINY_CONFIG, head="linear")  # the shipped heads, which the stream samples in numpy
 HIGH_CALL = [84, 86, 88, 89, 91, 89, 88, 86]  # C6..G6
 LOW_CALL = [36, 38, 40, 41, 43, 41, 40, 38]  # C2..G2
 
@@ -29,7 +26,7 @@ def rows(pitches, duration=0.3, step=0.3):
 
 
 def call_stream(call=HIGH_CALL, seed=0, torch_heads=False) -> NoteStream:
-    stream = NoteStream(tiny_model(0, LINEAR), seed=seed)
+    stream = NoteStream(tiny_model(0, TINY_LINEAR_CONFIG), seed=seed)
     assert stream.heads is not None  # the numpy heads unless told otherwise
     if torch_heads:
         stream.heads = None  # the torch sampler, as on a GPU
