@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import faulthandler
 import logging
 import os
 import signal
@@ -364,6 +365,7 @@ def run_daemon(args: argparse.Namespace) -> int:
     os.environ.setdefault("JACK_NO_START_SERVER", "1")
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    report_stacks_on_request()
     status = sys.stderr.isatty() if args.status is None else args.status
     say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731 - tiny local printer
     try:
@@ -415,6 +417,7 @@ def run_daemon(args: argparse.Namespace) -> int:
                     status = status and remote.view is None
                 watch(session, watcher, ports.input, session.emit, stop, status)
             finally:
+                report_stacks_if_stalled()
                 shut_down(session, outputs, log)
                 if recorder is not None:
                     recorder.close()
@@ -425,6 +428,30 @@ def run_daemon(args: argparse.Namespace) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     exit_now(0 if saved else 2)
+
+
+STALL_REPORT_S = 5.0
+"""A shutdown still running this long after SIGINT/SIGTERM (the contract is 2 s) prints every
+thread's stack to stderr, so that a stall says where it is."""
+
+
+def report_stacks_on_request() -> None:
+    """``kill -USR1 <pid>`` prints every thread's stack to stderr (where signals exist).
+
+    faulthandler answers from C, so it works even when the main thread is stuck in a native call
+    and no Python signal handler could run: what a hung process needs."""
+    if hasattr(signal, "SIGUSR1"):
+        try:
+            faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
+        except (OSError, ValueError, AttributeError):  # a stderr without a file descriptor: no report
+            pass
+
+
+def report_stacks_if_stalled() -> None:
+    try:
+        faulthandler.dump_traceback_later(STALL_REPORT_S, file=sys.stderr)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 SILENCE_AGAIN_AFTER_S = 0.05
@@ -468,6 +495,7 @@ def exit_now(code: int) -> NoReturn:
     a loaded 2-core machine, which alone would break the 2 s SIGINT/SIGTERM contract; nothing
     left at this point needs it.
     """
+    faulthandler.cancel_dump_traceback_later()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -12,6 +12,8 @@ Faults (N counts from 1):
   an answer note is sounding, then raises RuntimeError: the model failing mid-answer.
 - ``note_on:N`` / ``note_off:N``: the Nth note-on / note-off sent to the MIDI output port
   raises MidiBackendError (the message is not sent): the port failing mid-answer.
+- ``close_stall:S``: closing the MIDI ports at shutdown takes S seconds more: a stall in a
+  native call (a JACK round trip), which ``livegen run`` must report with every thread's stack.
 """
 
 from __future__ import annotations
@@ -81,16 +83,29 @@ def inject_port_fault(kind: str, n: int) -> None:
     OutputPort.send = failing_send
 
 
+def inject_close_stall(seconds: float) -> None:
+    from livegen.io.ports import PortPair
+
+    close = PortPair.close
+
+    def stalling_close(self: PortPair) -> None:
+        time.sleep(seconds)
+        close(self)
+
+    PortPair.close = stalling_close
+
+
 def main(argv: list[str]) -> int:
     if len(argv) < 2 or argv[0] != "--fault":
         print(__doc__, file=sys.stderr)
         return 2
     kind, _, count = argv[1].partition(":")
-    n = int(count)
     if kind == "sample":
-        inject_model_fault(n)
+        inject_model_fault(int(count))
     elif kind in ("note_on", "note_off"):
-        inject_port_fault(kind, n)
+        inject_port_fault(kind, int(count))
+    elif kind == "close_stall":
+        inject_close_stall(float(count))
     else:
         raise SystemExit(f"unknown fault {kind!r}")
     from livegen.cli import main as livegen_main

@@ -110,6 +110,20 @@ def test_sigint_before_any_phrase_exits_cleanly(daemon):
     assert code == 0 and took < 2.0
 
 
+def test_sigusr1_prints_every_threads_stack_and_the_daemon_plays_on(daemon):
+    """What a hung daemon needs (`kill -USR1 <pid>`): faulthandler answers from C, whatever the
+    main thread is doing, and the session goes on as if nothing happened."""
+    d = daemon("--length", "4")
+    d.process.send_signal(signal.SIGUSR1)
+    d.probe.play([60, 62, 64])
+    assert wait(lambda: len(note_ons(d.probe.messages)) == 4 and not unmatched(d.probe.messages), timeout=20)
+    assert d.stop(signal.SIGINT)[0] == 0
+    stderr = d.process.stderr.read()
+    assert "most recent call first" in stderr, stderr
+    assert "livegen/daemon.py" in stderr and " in watch" in stderr, stderr  # the main thread, listening
+    assert "Traceback" not in stderr
+
+
 def test_unknown_port_name_lists_the_ports_that_exist(jack_server, quick_model):
     result = subprocess.run(
         [sys.executable, "-m", "livegen", "run", "--model", str(quick_model), "--midi-api", "jack", "--no-synth",

@@ -103,6 +103,8 @@ class Launched:
             code = self.process.wait(10)
         except subprocess.TimeoutExpired:
             code = None
+            self.process.send_signal(signal.SIGUSR1)  # every thread's stack to stderr, for the report
+            time.sleep(1.0)
         return code, time.monotonic() - started
 
     def close(self) -> None:
@@ -158,7 +160,9 @@ def play_and_kill(daemon: Launched, probe: MidiProbe, kill: Kill) -> None:
         kill.problems.append(f"aimed at the gap, but the answer had begun {heard()}")
     if kill.phase == "answer" and offs_at_kill >= ANSWER_LENGTH:
         kill.problems.append(f"aimed mid-answer, but the answer had ended {heard()}")
-    if code != 0:
+    if code is None:
+        kill.problems.append(f"no exit within 10 s; its stderr ends: {daemon.text('stderr')[-4000:]}")
+    elif code != 0:
         kill.problems.append(f"exit code {code}")
     if took >= EXIT_LIMIT_S:
         kill.problems.append(f"exit took {took:.2f} s")
@@ -274,6 +278,19 @@ def test_a_model_failing_mid_answer_closes_its_notes_and_the_daemon_answers_agai
     answers_the_next_phrase(d, length)
     d.probe.close()
     assert d.stop(signal.SIGTERM)[0] == 0
+
+
+def test_a_shutdown_that_stalls_reports_every_threads_stack_and_still_exits(faulty):
+    """Closing the ports hangs for 7 s (an injected stall): after STALL_REPORT_S the daemon
+    prints where each thread is, then finishes its shutdown and exits 0."""
+    from livegen.daemon import STALL_REPORT_S
+
+    d = faulty("close_stall:7", "--mode", "mirror")
+    code, took = d.stop(signal.SIGINT)
+    stderr = d.process.stderr.read()
+    assert code == 0 and took >= 7 > STALL_REPORT_S
+    assert "most recent call first" in stderr and "in stalling_close" in stderr, stderr
+    assert "in run_daemon" in stderr, stderr
 
 
 @pytest.mark.parametrize("kind", ["note_off", "note_on"])
