@@ -377,7 +377,7 @@ def run_daemon(args: argparse.Namespace) -> int:
             stack.callback(log.close)
             predictor = load_predictor(args, preset)
             ports = open_ports(args.midi_api, args.client_name, args.input, args.output)
-            stack.callback(ports.close)
+            stack.callback(close_within, ports.close, PORT_CLOSE_LIMIT_S, "closing the MIDI ports", log, say)
             if ports.input.api == "jack":
                 warn_if_not_realtime(log, say)
             watcher = PortWatcher(ports)  # now: it must see the JACK server running to notice it stop
@@ -452,6 +452,42 @@ def report_stacks_if_stalled() -> None:
         faulthandler.dump_traceback_later(STALL_REPORT_S, file=sys.stderr)
     except (OSError, ValueError, AttributeError):
         pass
+
+
+PORT_CLOSE_LIMIT_S = 1.0
+"""How long shutdown waits for the MIDI ports to close (60 ms as a rule) before it exits anyway."""
+
+
+def close_within(close: Callable[[], object], seconds: float, what: str, log: Callable[[dict], None],
+                 say: Callable[[str], None]) -> bool:
+    """``close()`` on a thread of its own, waited for at most ``seconds``; False, said and logged,
+    when it is still running then.
+
+    Why: closing a JACK port is a round trip to the server, and a server too busy to answer held
+    `livegen run` for over 10 s after SIGINT (seen twice on a 2-core machine under full load, the
+    thread stuck in rtmidi's close_port).  Every note-off and CC 123 was handed to the port before
+    this point, and the process exits right after (exit_now), taking a thread that is still stuck
+    with it: the one thread here that is not joined, on purpose.
+    """
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            close()
+        except BaseException as exc:  # raised again below, on the caller's thread
+            failed.append(exc)
+
+    closer = threading.Thread(target=run, name="livegen-close", daemon=True)
+    closer.start()
+    closer.join(seconds)
+    if not closer.is_alive():
+        if failed:
+            raise failed[0]
+        return True
+    message = f"{what} took over {seconds:g} s (the MIDI server did not answer); exiting without waiting"
+    say(f"livegen: warning: {message}")
+    log({"event": "error", "t": time.monotonic(), "message": f"shutdown: {message}"})
+    return False
 
 
 SILENCE_AGAIN_AFTER_S = 0.05

@@ -12,8 +12,10 @@ Faults (N counts from 1):
   an answer note is sounding, then raises RuntimeError: the model failing mid-answer.
 - ``note_on:N`` / ``note_off:N``: the Nth note-on / note-off sent to the MIDI output port
   raises MidiBackendError (the message is not sent): the port failing mid-answer.
-- ``close_stall:S``: closing the MIDI ports at shutdown takes S seconds more: a stall in a
-  native call (a JACK round trip), which ``livegen run`` must report with every thread's stack.
+- ``port_close_stall:S``: closing the MIDI ports at shutdown takes S seconds more, as a JACK
+  server too busy to answer makes it: ``livegen run`` must exit within its 2 s all the same.
+- ``sink_close_stall:S``: closing the MIDI output's sink at shutdown takes S seconds more: a
+  stall that ``livegen run`` must report with every thread's stack.
 """
 
 from __future__ import annotations
@@ -83,16 +85,14 @@ def inject_port_fault(kind: str, n: int) -> None:
     OutputPort.send = failing_send
 
 
-def inject_close_stall(seconds: float) -> None:
-    from livegen.io.ports import PortPair
+def inject_close_stall(cls: type, seconds: float) -> None:
+    close = cls.close
 
-    close = PortPair.close
-
-    def stalling_close(self: PortPair) -> None:
+    def stalling_close(self) -> None:
         time.sleep(seconds)
         close(self)
 
-    PortPair.close = stalling_close
+    cls.close = stalling_close
 
 
 def main(argv: list[str]) -> int:
@@ -104,8 +104,14 @@ def main(argv: list[str]) -> int:
         inject_model_fault(int(count))
     elif kind in ("note_on", "note_off"):
         inject_port_fault(kind, int(count))
-    elif kind == "close_stall":
-        inject_close_stall(float(count))
+    elif kind == "port_close_stall":
+        from livegen.io.ports import PortPair
+
+        inject_close_stall(PortPair, float(count))
+    elif kind == "sink_close_stall":
+        from livegen.io.sinks import MessageSink
+
+        inject_close_stall(MessageSink, float(count))
     else:
         raise SystemExit(f"unknown fault {kind!r}")
     from livegen.cli import main as livegen_main
