@@ -15,6 +15,10 @@ built from the piece's earlier notes only), so the figures in the README can be 
 * ``order_K`` / ``context_rhythm``: other memory configurations under the shipped weight;
 * ``absolute_cache``: the shipped blend mixed with the naive absolute-pitch 4-gram cache
   (session_eval.PitchCache) at fixed weights, a second memory view;
+* ``neural_cache``: Grave et al.'s neural cache mixed into the shipped blend at fixed shares: the
+  pitches that followed earlier notes, weighted by softmax(theta · cosine) of the LSTM's own
+  summaries (``neural_cache_probs``), so a context that *sounds* alike counts, not only the same
+  intervals;
 * ``voice_lines``: a second view of the memory for polyphony, mixed into the shipped memory at
   fixed shares (``voice_line_probs``): each note belongs to the line of its rank in its chord;
 * ``dynamic`` (``--dynamic``, slow): dynamic evaluation, SGD on every weight of the LSTM over the
@@ -187,6 +191,25 @@ def segment_dynamic_probs(model, rows: np.ndarray, lr: float, segment: int) -> n
     return out[CONTEXT:]
 
 
+def neural_cache_probs(predictor, rows: np.ndarray, theta: float) -> np.ndarray:
+    """P_cache(truth) per scored note: the query is the summary before note i, each key the
+    summary before an earlier note j, whose pitch it votes for with softmax(theta · cosine)."""
+    import torch
+
+    with torch.no_grad():
+        tokens = torch.as_tensor(predictor.tokenizer.encode(rows), device=predictor.device)
+        h = predictor.model.encode(tokens.unsqueeze(0))[0][0].float().cpu().numpy()  # after each note
+    unit = h / np.maximum(np.linalg.norm(h, axis=1, keepdims=True), 1e-12)
+    similarity = unit @ unit.T
+    pitches = np.clip(np.round(rows[:, PITCH]), 0, 127).astype(int)
+    out = np.empty(len(rows) - CONTEXT)
+    for k, i in enumerate(range(CONTEXT, len(rows))):
+        scores = theta * similarity[i - 1, : i - 1]  # keys: the summaries before notes 1 .. i-1
+        attention = np.exp(scores - scores.max())
+        out[k] = attention[pitches[1:i] == pitches[i]].sum() / attention.sum()
+    return out
+
+
 def collection(piece_id: str) -> str:
     """``music21:bach/bwv1.6#0`` -> ``music21:bach``: the corpus collection (or folder) of a piece."""
     return str(piece_id).split("/")[0]
@@ -242,6 +265,11 @@ def ablation(predictor, pieces: Sequence[np.ndarray], knob: float = 0.5, dynamic
         result[name] = ratio(np.concatenate(mixed))
     cache = np.concatenate([t["cache"] for t in terms])
     result["absolute_cache"] = {str(a): ratio((1 - a) * shipped + a * cache) for a in (0.05, 0.1, 0.15, 0.2, 0.3)}
+    result["neural_cache"] = {}
+    for theta in (10.0, 40.0):
+        neural = np.concatenate([neural_cache_probs(predictor, rows, theta) for rows in pieces])
+        for a in (0.05, 0.1, 0.2):
+            result["neural_cache"][f"theta {theta:g} share {a}"] = ratio((1 - a) * shipped + a * neural)
     voices = [voice_line_probs(predictor, rows) for rows in pieces]
     result["voice_lines"] = {str(a): ratio(np.concatenate([(1 - w) * t["lstm"] + w * ((1 - a) * t["memory"] + a * v)
                                                            for t, w, v in zip(terms, shipped_w, voices)]))

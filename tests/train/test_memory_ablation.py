@@ -32,7 +32,8 @@ def test_the_ablation_agrees_with_the_eval_and_its_oracle_bounds_every_fixed_wei
     assert report["oracle_fixed"] <= min(report["fixed"].values()) + 1e-9  # the per-piece best bounds them
     assert report["dynamic"]["alone"] == 1.0  # no learning rate: the LSTM unchanged
     assert abs(report["dynamic_segment"]["alone"] - 1.0) < 1e-4  # ... and scored segment by segment, the same
-    assert {"order_4", "order_8", "context_rhythm", "absolute_cache", "evidence", "voice_lines"} <= set(report)
+    assert {"order_4", "order_8", "context_rhythm", "absolute_cache", "evidence", "voice_lines",
+            "neural_cache"} <= set(report)
     assert {name: g["pieces"] for name, g in report["by_group"].items()} == {"folk": 2, "other": 1}
     assert all(g["shipped"] < 0.8 and g["chord_share"] == 0.0 for g in report["by_group"].values())
     assert all(g["pitch_nll_without"] > 0 for g in report["by_group"].values())
@@ -72,3 +73,18 @@ def test_the_voice_line_view_follows_each_voice_of_a_chorale_like_piece():
     is_chord_note = (rows[25:, 1] == 0.0).astype(float)  # told which notes are chord notes: the lines alone
     lines = voice_line_probs(predictor, rows, chord=is_chord_note)
     assert np.all(lines[-24:] > 0.8), lines[-24:]  # known lines, after a few rounds: each voice's next note
+
+
+def test_the_neural_cache_votes_for_what_followed_the_most_similar_summary():
+    """A piece that repeats an 8-note motif: after two rounds, the summary before each note is most
+    like the one a round earlier, whose next pitch is the truth; a sharp softmax finds it."""
+    from livegen.train.memory_ablation import neural_cache_probs
+
+    torch.manual_seed(0)
+    predictor = LSTMPredictor(tiny_model())
+    rows = predictor.prepare(pieces()[0])
+    sharp, flat = neural_cache_probs(predictor, rows, 1e4), neural_cache_probs(predictor, rows, 0.0)
+    assert sharp.shape == flat.shape == (len(rows) - 25,)
+    # theta 0: every earlier note votes alike, so the pitch's share of notes 1 .. i-1
+    assert np.allclose(flat, [np.mean(rows[1:25 + k, 0] == rows[25 + k, 0]) for k in range(len(flat))])
+    assert flat[-16:].mean() < 0.3 and sharp[-16:].mean() > 0.8
