@@ -56,7 +56,7 @@ def next_logits(stream) -> LeanLogits | TorchLogits:
     if stream.heads is not None:
         summary = lean_summary(stream.next)
         if summary is not None:
-            return stream.heads.logits(summary)
+            return stream.heads.logits(summary, stream.next.previous)
     return TorchLogits(stream.next)
 
 

@@ -63,19 +63,23 @@ class LeanLogits:
 
     The same values as NextNote's heads given the same chosen fields (float32 rounding)."""
 
-    __slots__ = ("heads", "all")
+    __slots__ = ("heads", "all", "previous")
 
-    def __init__(self, heads: "LeanHeads", h: np.ndarray) -> None:
+    def __init__(self, heads: "LeanHeads", h: np.ndarray, previous: int | None = None) -> None:
         self.heads = heads
         self.all = heads.weight @ h
         self.all += heads.bias
+        self.previous = previous  # the pitch just read (models with an interval head need it)
 
     def step(self) -> np.ndarray:
         return self.all[self.heads.slices[0]]
 
     def pitch(self, step: int) -> np.ndarray:
         heads = self.heads
-        return self.all[heads.slices[1]] + heads.from_step[step, : heads.n_pitch]
+        logits = self.all[heads.slices[1]] + heads.from_step[step, : heads.n_pitch]
+        if heads.interval_index is not None:
+            logits += heads.interval_scores(self.all[heads.interval_slice], step, self.previous)
+        return logits
 
     def duration(self, step: int, pitch: int) -> np.ndarray:
         heads = self.heads
@@ -107,24 +111,50 @@ class LeanHeads:
         self.slices = tuple(slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]))  # step, pitch, duration, velocity
         self.step_duration = slice(n_p, n_p + n_d)  # columns of from_step for the duration head
         self.step_velocity = slice(n_p + n_d, n_p + n_d + n_v)
-        self._pitch_weight = np.ascontiguousarray(self.weight[self.slices[1]])
-        self._pitch_bias = np.ascontiguousarray(self.bias[self.slices[1]])
+        self.interval_index = None
+        if model.config.interval_range:  # its rows join the one product; its step table and layout apart
+            with torch.no_grad():
+                head = model.interval_head
+                rows = [t.detach().to("cpu", torch.float32).numpy() for t in
+                        (head.weight, head.bias, model.cond_step.weight @ head.weight.T)]
+            self.weight = np.ascontiguousarray(np.concatenate([self.weight, rows[0]]))
+            self.bias = np.ascontiguousarray(np.concatenate([self.bias, rows[1]]))
+            self.interval_from_step = np.ascontiguousarray(rows[2])  # (step classes, 2R + 1)
+            self.interval_slice = slice(int(edges[-1]), int(edges[-1]) + rows[0].shape[0])
+            self.interval_index = model.interval_index.cpu().numpy()  # [previous, pitch] -> column, 2R + 1 = none
+        pitch_rows = np.r_[self.slices[1], self.interval_slice] if self.interval_index is not None else self.slices[1]
+        self._pitch_weight = np.ascontiguousarray(self.weight[pitch_rows])
+        self._pitch_bias = np.ascontiguousarray(self.bias[pitch_rows])
 
-    def pitch_logits(self, h: torch.Tensor | np.ndarray, step: int) -> np.ndarray:
+    def interval_scores(self, scores: np.ndarray, step: int, previous: int | None) -> np.ndarray:
+        """The interval head's scores (2R + 1,), from the product's interval rows, laid over the
+        128 pitches from ``previous`` (zero beyond the head's reach)."""
+        if previous is None:
+            raise ValueError("this model's interval head needs the pitch just read (previous)")
+        padded = np.zeros(len(scores) + 1, dtype=np.float32)
+        np.add(scores, self.interval_from_step[step], out=padded[:-1])
+        return padded[self.interval_index[int(previous)]]
+
+    def pitch_logits(self, h: torch.Tensor | np.ndarray, step: int, previous: int | None = None) -> np.ndarray:
         """P(pitch | step)'s logits alone (128,), as ``logits(h).pitch(step)`` gives them, with
         the pitch head's rows only: harmonize draws voices at a known step while the player waits."""
         if isinstance(h, torch.Tensor):
             h = h.detach().numpy()
         logits = self._pitch_weight @ h.reshape(-1)
         logits += self._pitch_bias
-        logits += self.from_step[step, : self.n_pitch]
-        return logits
+        if self.interval_index is None:
+            logits += self.from_step[step, : self.n_pitch]
+            return logits
+        pitch = logits[: self.n_pitch] + self.from_step[step, : self.n_pitch]
+        pitch += self.interval_scores(logits[self.n_pitch :], step, previous)
+        return pitch
 
-    def logits(self, h: torch.Tensor | np.ndarray) -> LeanLogits:
-        """The heads at ``h`` ((1, hidden) or (hidden,), on the CPU)."""
+    def logits(self, h: torch.Tensor | np.ndarray, previous: int | None = None) -> LeanLogits:
+        """The heads at ``h`` ((1, hidden) or (hidden,), on the CPU); ``previous``: the pitch
+        just read, which a model with an interval head needs."""
         if isinstance(h, torch.Tensor):
             h = h.detach().numpy()
-        return LeanLogits(self, h.reshape(-1))
+        return LeanLogits(self, h.reshape(-1), previous)
 
     def sample(
         self,
@@ -134,14 +164,16 @@ class LeanHeads:
         mask: np.ndarray,
         chord: Sequence[int] = (),
         uniforms: np.ndarray | None = None,
+        previous: int | None = None,
     ) -> tuple[int, int, int, int]:
         """Draw (pitch, step, duration, velocity) tokens jointly, as ``sample_next`` does.
 
         ``mask``: the additive pitch mask (128,) of ``params``' range (0 or -inf).  ``uniforms``:
-        the four draws' uniforms when the caller has them (else four from ``generator``)."""
+        the four draws' uniforms when the caller has them (else four from ``generator``).
+        ``previous``: the pitch token just read (needed by a model with an interval head)."""
         t, p, rhythm = params.temperature, params.top_p, params.time_temperature
         u = uniforms if uniforms is not None else torch.rand(4, generator=generator, dtype=torch.float64).numpy()
-        logits = self.logits(h)
+        logits = self.logits(h, previous)
         step = draw(logits.step(), rhythm, p, u[0])
         pitch_logits = logits.pitch(step)
         pitch_logits += ban_chord(mask, step, chord)

@@ -9,6 +9,11 @@ seeing the fields already chosen for that note:
 so a chord (step 0) and its pitches, or a long note and its spacing, stay coherent.  Training
 feeds the true fields (teacher forcing on every position); sampling feeds the sampled ones.
 
+The pitch head may be helped by an interval head (``interval_range`` R > 0): scores over the
+intervals -R..R from the pitch just read, added to the pitch logits of the pitches they reach.  A
+step up a third is then one weight for every key and register, where the absolute head must learn
+it 128 times over; the same training gave a lower pitch NLL than a wider network (MODEL_CARD.md).
+
 Options (``NoteLSTMConfig``): ``head="mlp"`` gives each field a Linear-GELU-Linear head,
 ``head="linear"`` one Linear (the shipped model: its heads then cost one matmul in all, see
 ``_linear_heads``); ``input_projection`` puts a Linear+ReLU between the note embedding and the
@@ -21,7 +26,7 @@ give the same distributions (tested).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -45,6 +50,7 @@ class NoteLSTMConfig:
     dropout: float = 0.1
     head: str = "mlp"  # mlp: Linear-GELU-Linear per field; linear: one Linear per field (cheaper)
     input_projection: bool = True  # Linear + ReLU from the note embedding to the LSTM's width
+    interval_range: int = 0  # > 0: a head over intervals -R..R from the note just read, added to the pitch logits
     tokens: TokenConfig = field(default_factory=TokenConfig)
 
     def __post_init__(self) -> None:
@@ -52,6 +58,8 @@ class NoteLSTMConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.interval_range, int) or not 0 <= self.interval_range <= 127:
+            raise ValueError(f"interval_range must be an integer in 0..127, got {self.interval_range!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if self.head not in HEADS:
@@ -117,6 +125,17 @@ class NoteLSTM(nn.Module):
         self.pitch_head = _head(config.head, config.hidden, 128)
         self.duration_head = _head(config.head, config.hidden, sizes[2])
         self.velocity_head = _head(config.head, config.hidden, sizes[3])
+        if config.interval_range:
+            reach = config.interval_range
+            self.interval_head = nn.Linear(config.hidden, 2 * reach + 1)
+            offset = torch.arange(128).unsqueeze(0) - torch.arange(128).unsqueeze(1)  # [previous, pitch]
+            index = torch.where(offset.abs() <= reach, offset + reach, 2 * reach + 1)
+            self.register_buffer("interval_index", index, persistent=False)  # -> column of the padded head
+
+    def interval_logits(self, c_step: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        """The interval head's scores laid out over the 128 pitches: (..., 128); zero beyond its reach."""
+        scores = nn.functional.pad(self.interval_head(c_step), (0, 1))
+        return torch.gather(scores, -1, self.interval_index[previous])
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         """(..., 4) int tokens -> (..., input) LSTM input."""
@@ -139,16 +158,26 @@ class NoteLSTM(nn.Module):
             out = out * (torch.rand_like(out) > p) * (1.0 / (1.0 - p))
         return out, state
 
-    def heads(self, h: torch.Tensor, target: torch.Tensor) -> Logits:
-        """All four heads given the context ``h`` (..., hidden) and the true next note (..., 4)."""
+    def heads(self, h: torch.Tensor, target: torch.Tensor, previous: torch.Tensor | None = None) -> Logits:
+        """All four heads given the context ``h`` (..., hidden) and the true next note (..., 4);
+        ``previous`` (...,) is the pitch just read, which the interval head needs."""
+        if self.config.interval_range and previous is None:
+            raise ValueError("this model's interval head needs the pitch just read (previous)")
         if self.config.head == "linear":
-            return self._linear_heads(h, target)
+            logits = self._linear_heads(h, target)
+            if self.config.interval_range:
+                c_step = h + self.cond_step(target[..., 1])
+                logits = logits._replace(pitch=logits.pitch + self.interval_logits(c_step, previous))
+            return logits
         c_step = h + self.cond_step(target[..., 1])
         c_pitch = c_step + self.cond_pitch(target[..., 0])
         c_duration = c_pitch + self.cond_duration(target[..., 2])
+        pitch = self.pitch_head(c_step)
+        if self.config.interval_range:
+            pitch = pitch + self.interval_logits(c_step, previous)
         return Logits(
             step=self.step_head(h),
-            pitch=self.pitch_head(c_step),
+            pitch=pitch,
             duration=self.duration_head(c_pitch),
             velocity=self.velocity_head(c_duration),
         )
@@ -195,12 +224,25 @@ class NoteLSTM(nn.Module):
         tokens: (B, T, 4) the notes read; targets: (B, T, 4) the note that follows each one.
         """
         h, state = self.encode(tokens, state)  # (B, T, hidden)
-        return self.heads(h, targets), state
+        return self.heads(h, targets, tokens[..., 0]), state
 
     def step(self, token: torch.Tensor, state: State | None = None) -> tuple["NextNote", State]:
         """Advance by one note: token (B, 4) -> distributions over the next note, new state."""
         h, state = self.encode(token.unsqueeze(1), state)  # (B, 1, hidden)
-        return NextNote(self, h[:, 0]), state
+        return NextNote(self, h[:, 0], previous=token[:, 0]), state
+
+
+def with_interval_head(model: NoteLSTM, reach: int) -> NoteLSTM:
+    """``model`` with an interval head over -reach..reach added, its weights zero: the same
+    function, ready to be trained on (how release 0.4 grew from 0.3)."""
+    if model.config.interval_range:
+        raise ValueError(f"the model already has an interval head (reach {model.config.interval_range})")
+    grown = NoteLSTM(replace(model.config, interval_range=reach)).to(next(model.parameters()).device)
+    grown.load_state_dict(model.state_dict(), strict=False)
+    with torch.no_grad():
+        grown.interval_head.weight.zero_()
+        grown.interval_head.bias.zero_()
+    return grown.to(next(model.parameters()).dtype).train(model.training)
 
 
 class NextNote:
@@ -209,12 +251,22 @@ class NextNote:
     The sampler asks for step logits, picks a step, asks for pitch logits given it, and so on.
     """
 
-    __slots__ = ("model", "_h", "array", "_c_step", "_c_pitch")
+    __slots__ = ("model", "_h", "array", "previous", "_c_step", "_c_pitch")
 
-    def __init__(self, model: NoteLSTM, h: torch.Tensor | None = None, array=None) -> None:
+    def __init__(self, model: NoteLSTM, h: torch.Tensor | None = None, array=None,
+                 previous: torch.Tensor | int | None = None) -> None:
         self.model = model
         self._h = h  # (B, hidden)
         self.array = array  # or the same as a numpy (1, hidden) array, from the lean step (no torch call)
+        self.previous = previous  # the pitch token just read ((B,) tensor or an int): the interval head's origin
+
+    def previous_tokens(self) -> torch.Tensor:
+        """``previous`` as a (B,) tensor on the summary's device."""
+        if self.previous is None:
+            raise ValueError("this model's interval head needs the pitch just read (NextNote(previous=...))")
+        if isinstance(self.previous, torch.Tensor):
+            return self.previous.to(self.h.device)
+        return torch.tensor([int(self.previous)], device=self.h.device)
 
     @property
     def h(self) -> torch.Tensor:
@@ -228,7 +280,10 @@ class NextNote:
 
     def pitch_logits(self, step: torch.Tensor) -> torch.Tensor:
         self._c_step = self.h + self.model.cond_step(step)
-        return self.model.pitch_head(self._c_step)
+        logits = self.model.pitch_head(self._c_step)
+        if self.model.config.interval_range:
+            logits = logits + self.model.interval_logits(self._c_step, self.previous_tokens())
+        return logits
 
     def duration_logits(self, pitch: torch.Tensor) -> torch.Tensor:
         self._c_pitch = self._c_step + self.model.cond_pitch(pitch)
@@ -239,7 +294,8 @@ class NextNote:
 
     def logits_given(self, target: torch.Tensor) -> Logits:
         """All four heads given a known next note (B, 4): for scoring and tests."""
-        return self.model.heads(self.h, target)
+        previous = self.previous_tokens() if self.model.config.interval_range else None
+        return self.model.heads(self.h, target, previous)
 
 
 def lean_summary(next_note: NextNote | None) -> np.ndarray | None:

@@ -205,9 +205,10 @@ class NoteStream:
                 self.register.push(row[PITCH])
         if len(rows) == 1 and self._lean is not None:
             hs, cs = self._numpy_state()
-            hs, cs = self._lean.step(self.tokenizer.encode_one(rows[0], self.tempo.unit), hs, cs)
+            token = self.tokenizer.encode_one(rows[0], self.tempo.unit)
+            hs, cs = self._lean.step(token, hs, cs)
             self._state, self._hs, self._cs = None, hs, cs
-            self.next = NextNote(self.model, array=hs[-1:])
+            self.next = NextNote(self.model, array=hs[-1:], previous=token[0])
             self.tempo.push(rows[0, STEP])
         elif len(rows):
             self._feed_torch(order_chords(rows, self.tokenizer.config.chord_order, self.tokenizer.config.chord_seconds))
@@ -220,7 +221,7 @@ class NoteStream:
             self.next, self.state = self.model.step(tokens, self.state)
         else:
             h, self.state = self.model.encode(tokens.unsqueeze(0), self.state)
-            self.next = NextNote(self.model, h[:, -1])
+            self.next = NextNote(self.model, h[:, -1], previous=tokens[-1:, 0])
 
     def sample(
         self, params: SamplingParams, generator: torch.Generator | None = None, chord: Sequence[int] = ()
@@ -236,7 +237,7 @@ class NoteStream:
             mask = self.pitch_mask_array(params)
             uniforms = self.take_uniforms(4) if generator is None or generator is self.generator else None
             tokens = self.heads.sample(lean_summary(self.next), params, generator or self.generator, mask, chord,
-                                       uniforms)
+                                       uniforms, previous=self.next.previous)
             return self.mark_own(self.tokenizer.decode_one(tokens, self.tempo))
         return self.mark_own(self._sample_torch(params, generator, chord))
 

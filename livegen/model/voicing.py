@@ -51,7 +51,7 @@ def sample_pitch_at(stream, params: SamplingParams, step: float, taken: Sequence
         allowed = [p for p in range(max(params.pitch_low, 0), min(params.pitch_high, 127) + 1) if p not in banned]
         if not allowed:
             return None
-        logits = heads.pitch_logits(summary, step_bin)[allowed]
+        logits = heads.pitch_logits(summary, step_bin, stream.next.previous)[allowed]
         take = getattr(stream, "take_uniform", None)  # drawn ahead between chords: no torch call now
         uniform = take() if take is not None else float(torch.rand(1, generator=stream.generator, dtype=torch.float64))
         return allowed[draw(logits, params.temperature, params.top_p, uniform)]

@@ -103,6 +103,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                        help="output heads (note-lstm): one Linear per field (default) or Linear-GELU-Linear")
     model.add_argument("--input-projection", action=argparse.BooleanOptionalAction, default=False,
                        help="a Linear+ReLU between the note embedding and the LSTM (note-lstm, default off)")
+    model.add_argument("--interval-range", type=_interval_range, metavar="R",
+                       help="note-lstm: an interval head over -R..R semitones from the pitch just read, added to the "
+                            "pitch head (default 36 for a new model; 0 = none). With --init-from a model without one, "
+                            "a zeroed head is added: the same function to start from")
     model.add_argument("--markov-order", type=_positive_int, default=4, help="longest context (markov, default 4)")
     model.add_argument("--time", choices=["relative", "seconds"], default="relative",
                        help="note-lstm timing: relative (steps and durations in units of the running tempo, so "
@@ -224,9 +228,36 @@ def _model_for(args, arch: str):
         tokens = TokenConfig.relative_default(args.chord_order) if args.time == "relative" \
             else TokenConfig(chord_order=args.chord_order)
         return NoteLSTM(NoteLSTMConfig(hidden=args.hidden or 384, layers=args.layers, dropout=args.dropout,
-                                       head=args.head, input_projection=args.input_projection, tokens=tokens))
+                                       head=args.head, input_projection=args.input_projection, tokens=tokens,
+                                       interval_range=DEFAULT_INTERVAL_RANGE if args.interval_range is None
+                                       else args.interval_range))
     except ValueError as exc:
         raise ModelError(f"invalid model size: {exc}") from exc
+
+
+DEFAULT_INTERVAL_RANGE = 36
+"""Semitones each way the interval head of a new note-lstm reaches (three octaves: nearly every
+move between two notes of the corpus, chords' drops to the bass included)."""
+
+
+def _interval_range(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 127:
+        raise argparse.ArgumentTypeError(f"must be 0..127, got {value}")
+    return value
+
+
+def _grow_interval_head(model, reach: int | None, flag: str, source: Path):
+    """The loaded model, with a zeroed interval head added when ``--interval-range`` asks for one
+    it lacks; a model whose head reaches elsewhere cannot be changed (ModelError)."""
+    have = getattr(getattr(model, "config", None), "interval_range", None)
+    if reach is None or have is None or reach == have:
+        return model
+    if have:
+        raise ModelError(f"{flag}: {source} has an interval head of reach {have}; --interval-range {reach} cannot change it")
+    from livegen.model.lstm import with_interval_head
+
+    return with_interval_head(model, reach)
 
 
 def _train_config(args, arch: str):
@@ -342,6 +373,7 @@ def _train_network(args, arch, out, device, dist_info, train_pieces, val_pieces,
         model = load_model(source, device="cpu").float().train()
         if type(model) is not expected:
             raise ModelError(f"{flag}: {source} holds a different architecture than --arch {args.arch}")
+        model = _grow_interval_head(model, args.interval_range, flag, source)
         break
     parameters = sum(p.numel() for p in model.parameters())
     log(f"model: {arch}, {parameters:,} parameters, device {device}"

@@ -72,14 +72,15 @@ class LSTMPredictor:
         h, _ = model.encode(tokens.unsqueeze(0))  # (1, N, hidden)
         context = h[0, start - 1 : len(rows) - 1]  # (n, hidden): the summary before note i
         target = tokens[start:]  # (n, 4)
-        logits = model.heads(context, target)
+        previous = tokens[start - 1 : len(rows) - 1, 0]  # the pitch read before note i
+        logits = model.heads(context, target, previous)
         log_step = torch.log_softmax(logits.step.float(), -1)  # (n, S)
 
         def true(log_probs, column):
             return log_probs.gather(-1, target[:, column : column + 1]).squeeze(-1).cpu().numpy()
 
         return Scores(
-            pitch=log_pitch_marginal(model, context, log_step).cpu().numpy(),
+            pitch=log_pitch_marginal(model, context, log_step, previous).cpu().numpy(),
             pitch_given_step=torch.log_softmax(logits.pitch.float(), -1).cpu().numpy(),
             step=true(log_step, 1),
             duration=true(torch.log_softmax(logits.duration.float(), -1), 2),
@@ -153,13 +154,21 @@ class MarkovPredictor:
         return self.model.continue_rows(primer, length, np.random.default_rng(seed), temperature, *pitch_range)
 
 
-def log_pitch_marginal(model, context: torch.Tensor, log_step: torch.Tensor) -> torch.Tensor:
+def log_pitch_marginal(model, context: torch.Tensor, log_step: torch.Tensor,
+                       previous: torch.Tensor | None = None) -> torch.Tensor:
     """log P(pitch) (n, 128) summed over the step bins, given the summaries ``context`` (n, hidden)
-    and log P(step) (n, S): the eval's headline pitch distribution (the step is not known yet)."""
+    and log P(step) (n, S): the eval's headline pitch distribution (the step is not known yet).
+    ``previous`` (n,): the pitch read before each note, for a model with an interval head."""
+    if model.config.interval_range and previous is None:
+        raise ValueError("this model's interval head needs the pitch read before each note (previous)")
     marginal = []
-    for part, part_log_step in zip(context.split(256), log_step.split(256)):
+    previous_parts = previous.split(256) if previous is not None else [None] * len(context.split(256))
+    for part, part_log_step, part_previous in zip(context.split(256), log_step.split(256), previous_parts):
         c = part[:, None, :] + model.cond_step.weight[None, :, :]  # (m, S, hidden)
-        log_pitch = torch.log_softmax(model.pitch_head(c).float(), -1)  # (m, S, 128)
+        logits = model.pitch_head(c)
+        if model.config.interval_range:
+            logits = logits + model.interval_logits(c, part_previous[:, None].expand(-1, c.shape[1]))
+        log_pitch = torch.log_softmax(logits.float(), -1)  # (m, S, 128)
         marginal.append(torch.logsumexp(part_log_step[:, :, None] + log_pitch, dim=1))
     return torch.cat(marginal)
 

@@ -180,9 +180,10 @@ def segment_dynamic_probs(model, rows: np.ndarray, lr: float, segment: int) -> n
         b = min(a + segment, len(rows))
         target = tokens[a:b]
         h, next_state = adapted.encode(tokens[None, a - 1 : b - 1], state)
-        logits = adapted.heads(h[0], target)
+        previous = tokens[a - 1 : b - 1, 0]
+        logits = adapted.heads(h[0], target, previous)
         with torch.no_grad():
-            marginal = log_pitch_marginal(adapted, h[0], torch.log_softmax(logits.step.float(), -1))
+            marginal = log_pitch_marginal(adapted, h[0], torch.log_softmax(logits.step.float(), -1), previous)
             out[a:b] = marginal.gather(-1, target[:, :1]).squeeze(-1).exp().numpy()
         optimizer.zero_grad()
         F.cross_entropy(logits.pitch.float(), target[:, 0]).backward()

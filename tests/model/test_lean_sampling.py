@@ -26,6 +26,15 @@ def linear_model(seed: int = 0):
     return tiny_model(seed, LINEAR)
 
 
+def interval_model(seed: int = 0):
+    """The shipped layout since 0.4: linear heads and an interval head (a reach short enough that
+    the tiny melody's moves and farther ones both occur)."""
+    return tiny_model(seed, dataclasses.replace(LINEAR, interval_range=3))
+
+
+MODELS = {"tiny linear": linear_model, "tiny interval": interval_model}
+
+
 @pytest.fixture(scope="module")
 def shipped():
     return load_model(DEFAULT_MODEL, device="cpu")
@@ -37,16 +46,16 @@ def primed(model, notes: int = 12) -> NoteStream:
     return stream
 
 
-@pytest.mark.parametrize("which", ["tiny linear", "shipped default"])
+@pytest.mark.parametrize("which", ["tiny linear", "tiny interval", "shipped default"])
 def test_lean_logits_equal_the_torch_heads(which, shipped):
-    model = linear_model() if which == "tiny linear" else shipped
+    model = MODELS[which]() if which in MODELS else shipped
     stream = NoteStream(model, seed=0)
     rows = notes_to_array(melody(10))
     choices = torch.Generator().manual_seed(1)
     n_p, n_s, n_d, _ = model.sizes
     for i, fed in enumerate([rows[:3], *rows[3:]]):  # h from torch's batched pass, then from LeanStep
         stream.feed(fed)
-        lean, torch_next = stream.heads.logits(stream.next.h), stream.next
+        lean, torch_next = stream.heads.logits(stream.next.h, stream.next.previous), stream.next
         step, pitch, duration = (int(torch.randint(0, n, (1,), generator=choices)) for n in (n_s, n_p, n_d))
         with torch.no_grad():
             expected = [torch_next.step_logits(), torch_next.pitch_logits(torch.tensor([step])),
@@ -89,15 +98,16 @@ def distance_to(exact: np.ndarray, draws: np.ndarray) -> tuple[float, float]:
 
 
 @pytest.mark.parametrize("temperature, top_p", [(1.0, 1.0), (1.0, 0.9), (0.6, 0.95)])
-@pytest.mark.parametrize("which", ["tiny linear", "shipped default"])
+@pytest.mark.parametrize("which", ["tiny linear", "tiny interval", "shipped default"])
 def test_lean_draws_follow_the_torch_sampler_distribution(which, temperature, top_p, shipped):
     """The lean sampler's step and pitch histograms (20000 draws) sit as close to the torch
     sampler's exact distribution as sampling noise allows, and so do 3000 of torch's own draws."""
-    stream = primed(linear_model() if which == "tiny linear" else shipped)
+    stream = primed(MODELS[which]() if which in MODELS else shipped)
     params = SamplingParams(temperature=temperature, top_p=top_p)
     generator = torch.Generator().manual_seed(1)
     mask = numpy_pitch_mask(params.pitch_low, params.pitch_high)
-    lean = np.array([stream.heads.sample(stream.next.h, params, generator, mask) for _ in range(20000)])
+    lean = np.array([stream.heads.sample(stream.next.h, params, generator, mask, previous=stream.next.previous)
+                     for _ in range(20000)])
     torch_masks = pitch_mask(params.pitch_low, params.pitch_high)
     reference = torch.cat([sample_next(stream.next, params, generator, torch_masks) for _ in range(3000)]).numpy()
     step, pitch = exact_step_and_pitch(stream, params)

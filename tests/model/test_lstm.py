@@ -24,6 +24,9 @@ VARIANTS = {
     "mlp heads, projection, 2 layers": TINY_CONFIG,
     "linear heads, no projection, 1 layer": dataclasses.replace(TINY_CONFIG, layers=1, head="linear",
                                                                 input_projection=False),
+    "linear heads, interval head": dataclasses.replace(TINY_CONFIG, layers=1, head="linear", input_projection=False,
+                                                       interval_range=12),
+    "mlp heads, interval head": dataclasses.replace(TINY_CONFIG, interval_range=5),
 }
 
 

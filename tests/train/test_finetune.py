@@ -66,3 +66,26 @@ def test_init_from_a_missing_or_foreign_model_is_one_clear_error(base_model, tmp
     with pytest.raises(ModelError, match="--init-from"):
         run_train(train_args("--init-from", base_model, "--arch", "seed", "--data", songs, "--out", tmp_path / "o2",
                              "--epochs", "1", "--cache", tmp_path / "c", *TINY))
+
+
+def test_interval_range_grows_a_zeroed_head_on_a_model_without_one_and_cannot_change_one(base_model, tmp_path):
+    """How 0.4 grew from 0.3: the grown model starts as the same function, then trains."""
+    songs = write_songs(tmp_path / "songs", count=6, corrupt=False)
+    assert load_model(base_model, device="cpu").config.interval_range == 36  # a new model's default
+    plain = tmp_path / "plain"
+    assert run_train(train_args("--interval-range", "0", "--data", songs, "--out", plain, "--epochs", "1",
+                                "--cache", tmp_path / "c", *TINY)) == 0
+    assert load_model(plain, device="cpu").config.interval_range == 0
+    out = tmp_path / "grown"
+    assert run_train(train_args("--init-from", plain, "--interval-range", "5", "--data", songs, "--out", out,
+                                "--epochs", "1", "--lr", "0.01", "--cache", tmp_path / "c", *TINY)) == 0
+    grown = load_model(out, device="cpu")
+    assert grown.config.interval_range == 5
+    assert float(grown.interval_head.weight.detach().abs().sum()) > 0  # trained from zero
+    with pytest.raises(ModelError, match="interval head of reach 5"):
+        run_train(train_args("--init-from", out, "--interval-range", "12", "--data", songs, "--out", tmp_path / "o",
+                             "--epochs", "1", "--cache", tmp_path / "c", *TINY))
+    kept = tmp_path / "kept"  # without the flag a model keeps what it has
+    assert run_train(train_args("--init-from", out, "--data", songs, "--out", kept, "--epochs", "1",
+                                "--cache", tmp_path / "c", *TINY)) == 0
+    assert load_model(kept, device="cpu").config.interval_range == 5
