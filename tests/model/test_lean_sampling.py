@@ -121,14 +121,15 @@ def test_lean_draws_follow_the_torch_sampler_distribution(which, temperature, to
 
 
 def test_temperature_zero_is_the_torch_argmax(shipped):
-    for model in (linear_model(), chordy_model(), shipped):  # chordy: the chord rule at step 0
+    for model in (linear_model(), interval_model(), chordy_model(), shipped):  # chordy: the chord rule at step 0
         stream = NoteStream(model, seed=0)
         for low, high in ((21, 108), (55, 60)):
             params = SamplingParams(temperature=0.0, pitch_low=low, pitch_high=high)
             for row in notes_to_array(melody(8)):
                 stream.feed(row)
                 chord = [int(row[0]), low]
-                lean = stream.heads.sample(stream.next.h, params, None, numpy_pitch_mask(low, high), chord)
+                lean = stream.heads.sample(stream.next.h, params, None, numpy_pitch_mask(low, high), chord,
+                                           previous=stream.next.previous)
                 expected = sample_next(stream.next, params, None, pitch_mask(low, high), chord)[0].tolist()
                 assert list(lean) == expected
 
@@ -190,8 +191,9 @@ def test_a_harmonize_voice_follows_the_pitch_distribution_at_its_step_within_its
     params = SamplingParams(temperature=temperature, top_p=top_p, pitch_low=48, pitch_high=66)
     taken = [60, 55]
     step_bin = int(stream.tokenizer.encode_one((taken[0], 0.0, 0.5, 64.0), stream.tempo.unit)[1])
-    torch.testing.assert_close(torch.from_numpy(stream.heads.pitch_logits(stream.next.h, step_bin)),
-                               torch.from_numpy(stream.heads.logits(stream.next.h).pitch(step_bin)))
+    previous = stream.next.previous
+    torch.testing.assert_close(torch.from_numpy(stream.heads.pitch_logits(stream.next.h, step_bin, previous)),
+                               torch.from_numpy(stream.heads.logits(stream.next.h, previous).pitch(step_bin)))
     with torch.inference_mode():
         mask = pitch_mask(params.pitch_low, params.pitch_high)
         mask[taken] = float("-inf")
