@@ -35,6 +35,7 @@ from livegen.model.params import SamplingParams
 from livegen.notes import Note, Track, read_midi, write_midi
 from livegen.presets import PLACEMENTS, QUANTIZE, Preset
 from livegen.remote import open_remote
+from livegen.watchdog import exit_later
 
 DEMO_PHRASE = "demo_phrase.mid"
 
@@ -377,7 +378,15 @@ def run_daemon(args: argparse.Namespace) -> int:
             stack.callback(log.close)
             predictor = load_predictor(args, preset)
             ports = open_ports(args.midi_api, args.client_name, args.input, args.output)
-            stack.callback(close_within, ports.close, PORT_CLOSE_LIMIT_S, "closing the MIDI ports", log, say)
+            exit_code = {"code": 0}  # what the watchdog exits with if the ports' close hangs
+
+            def close_ports(error_type, *_) -> None:
+                """On an error, no watchdog: its message is still to be printed on the way out."""
+                close_within(ports.close, PORT_CLOSE_LIMIT_S, "closing the MIDI ports", log, say,
+                             force_exit_after=None if error_type else PORT_CLOSE_LIMIT_S + FORCED_EXIT_GRACE_S,
+                             force_exit_code=exit_code["code"])
+
+            stack.push(close_ports)
             if ports.input.api == "jack":
                 warn_if_not_realtime(log, say)
             watcher = PortWatcher(ports)  # now: it must see the JACK server running to notice it stop
@@ -423,11 +432,11 @@ def run_daemon(args: argparse.Namespace) -> int:
                     recorder.close()
                     write_midi(args.record, recorder.tracks())
                     say(f"wrote {args.record}")
-                saved = save_memory(args, predictor, say)
+                exit_code["code"] = 0 if save_memory(args, predictor, say) else 2
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    exit_now(0 if saved else 2)
+    exit_now(exit_code["code"])
 
 
 STALL_REPORT_S = 5.0
@@ -457,9 +466,13 @@ def report_stacks_if_stalled() -> None:
 PORT_CLOSE_LIMIT_S = 1.0
 """How long shutdown waits for the MIDI ports to close (60 ms as a rule) before it exits anyway."""
 
+FORCED_EXIT_GRACE_S = 0.3
+"""How long past PORT_CLOSE_LIMIT_S the watchdog in C gives the main thread to take the GIL back
+before it ends the process itself (see close_within)."""
+
 
 def close_within(close: Callable[[], object], seconds: float, what: str, log: Callable[[dict], None],
-                 say: Callable[[str], None]) -> bool:
+                 say: Callable[[str], None], force_exit_after: float | None = None, force_exit_code: int = 0) -> bool:
     """``close()`` on a thread of its own, waited for at most ``seconds``; False, said and logged,
     when it is still running then.
 
@@ -468,6 +481,13 @@ def close_within(close: Callable[[], object], seconds: float, what: str, log: Ca
     thread stuck in rtmidi's close_port).  Every note-off and CC 123 was handed to the port before
     this point, and the process exits right after (exit_now), taking a thread that is still stuck
     with it: the one thread here that is not joined, on purpose.
+
+    python-rtmidi calls into RtMidi without releasing the GIL, so a close stuck in the server can
+    keep this thread from ever waking from its join.  With ``force_exit_after``, a watchdog in C
+    (livegen/watchdog.py, which needs no GIL) ends the process that many seconds from now unless
+    this thread cancels it first: ``Timeout (...)!`` and every thread's stack on stderr, then exit
+    status ``force_exit_code``, the one the process was about to exit with (1 where the platform
+    has no POSIX timers).  Only for a process about to exit anyway: it ends this one.
     """
     failed: list[BaseException] = []
 
@@ -478,8 +498,12 @@ def close_within(close: Callable[[], object], seconds: float, what: str, log: Ca
             failed.append(exc)
 
     closer = threading.Thread(target=run, name="livegen-close", daemon=True)
+    cancel_exit = exit_later(force_exit_after, force_exit_code) if force_exit_after is not None else None
     closer.start()
     closer.join(seconds)
+    if cancel_exit is not None:
+        cancel_exit()
+        report_stacks_if_stalled()  # the rest of the shutdown stays watched, as before
     if not closer.is_alive():
         if failed:
             raise failed[0]

@@ -14,12 +14,16 @@ Faults (N counts from 1):
   raises MidiBackendError (the message is not sent): the port failing mid-answer.
 - ``port_close_stall:S``: closing the MIDI ports at shutdown takes S seconds more, as a JACK
   server too busy to answer makes it: ``livegen run`` must exit within its 2 s all the same.
+- ``port_close_gil_stall:S``: the same, with the GIL held all the while, as python-rtmidi
+  holds it when the close is stuck in RtMidi: no Python thread can run, and livegen's watchdog
+  in C must end the process.
 - ``sink_close_stall:S``: closing the MIDI output's sink at shutdown takes S seconds more: a
   stall that ``livegen run`` must report with every thread's stack.
 """
 
 from __future__ import annotations
 
+import ctypes
 import sys
 import threading
 import time
@@ -85,11 +89,13 @@ def inject_port_fault(kind: str, n: int) -> None:
     OutputPort.send = failing_send
 
 
-def inject_close_stall(cls: type, seconds: float) -> None:
+def inject_close_stall(cls: type, seconds: float, hold_gil: bool = False) -> None:
     close = cls.close
+    # libc's sleep called through PyDLL keeps the GIL, as a native call that never releases it.
+    pause = ctypes.PyDLL(None).sleep if hold_gil else time.sleep
 
     def stalling_close(self) -> None:
-        time.sleep(seconds)
+        pause(int(seconds) if hold_gil else seconds)
         close(self)
 
     cls.close = stalling_close
@@ -104,10 +110,10 @@ def main(argv: list[str]) -> int:
         inject_model_fault(int(count))
     elif kind in ("note_on", "note_off"):
         inject_port_fault(kind, int(count))
-    elif kind == "port_close_stall":
+    elif kind in ("port_close_stall", "port_close_gil_stall"):
         from livegen.io.ports import PortPair
 
-        inject_close_stall(PortPair, float(count))
+        inject_close_stall(PortPair, float(count), hold_gil=kind == "port_close_gil_stall")
     elif kind == "sink_close_stall":
         from livegen.io.sinks import MessageSink
 

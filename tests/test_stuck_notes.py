@@ -118,7 +118,8 @@ class Kill:
     """One kill: where it was aimed, and what came of it.  ``problems`` fail the test, and so
     does a kill that missed its aim (no answer to kill mid-answer, an answer already sounding
     when the kill was aimed at the gap): a run that never reached the state it names tests less
-    than it says."""
+    than it says.  ``forced`` (shown, not a failure): the JACK server held the ports' close and
+    livegen's watchdog in C ended the process, the designed way out, still within the 2 s."""
 
     index: int
     mode: str
@@ -126,6 +127,7 @@ class Kill:
     phase: str
     delay: float
     problems: list[str] = field(default_factory=list)
+    forced: bool = False
 
 
 def play_and_kill(daemon: Launched, probe: MidiProbe, kill: Kill) -> None:
@@ -164,6 +166,7 @@ def play_and_kill(daemon: Launched, probe: MidiProbe, kill: Kill) -> None:
         kill.problems.append(f"no exit within 10 s; its stderr ends: {daemon.text('stderr')[-4000:]}")
     elif code != 0:
         kill.problems.append(f"exit code {code}")
+    kill.forced = "Timeout (" in daemon.text("stderr")  # the JACK server held the close: the watchdog ended it
     if took >= EXIT_LIMIT_S:
         kill.problems.append(f"exit took {took:.2f} s")
     if not wait(lambda: not unmatched(probe.messages) and not cc123_missing(probe.messages), timeout=3):
@@ -306,6 +309,22 @@ def test_midi_ports_that_do_not_close_leave_the_daemon_exiting_within_2_s_and_no
         f"left sounding: {unmatched(d.probe.messages)}"
     assert "closing the MIDI ports took over 1 s" in d.process.stderr.read()
     assert errors(d, "closing the MIDI ports took over 1 s")
+
+
+def test_midi_ports_whose_close_holds_the_gil_are_ended_by_the_watchdog_within_2_s_and_nothing_sounding(faulty):
+    """python-rtmidi holds the GIL while RtMidi closes a port, so a close stuck in a loaded JACK
+    server kept every Python thread, the main one waiting in close_within included, from running
+    (seen in 2 of 8 kill-test runs under full load). The watchdog in C ends the process: every
+    thread's stack on stderr, exit status 0 as after any SIGTERM, within the 2 s contract."""
+    d = faulty("port_close_gil_stall:30", "--mode", "mirror", "--length", "16", "--max-seconds", "30")
+    d.probe.play([60, 62, 64, 65, 67])
+    assert wait(lambda: answer_ons(d), timeout=15), f"no answer: {d.probe.messages}"
+    code, took = d.stop(signal.SIGTERM)  # mid-answer
+    stderr = d.process.stderr.read()
+    assert code == 0 and took < EXIT_LIMIT_S, (code, took, stderr[-2000:])
+    assert wait(lambda: not unmatched(d.probe.messages) and not cc123_missing(d.probe.messages), timeout=3), \
+        f"left sounding: {unmatched(d.probe.messages)}"
+    assert "Timeout (" in stderr and "in stalling_close" in stderr and "in close_within" in stderr, stderr
 
 
 @pytest.mark.parametrize("kind", ["note_off", "note_on"])
@@ -525,3 +544,31 @@ def test_close_within_stops_waiting_for_a_close_that_hangs_and_says_so():
     for thread in threading.enumerate():
         if thread.name == "livegen-close":
             thread.join(5)
+
+
+WATCHED_CLOSE = """
+import ctypes, sys, time
+from livegen.daemon import close_within
+close = (lambda: ctypes.PyDLL(None).sleep(30)) if sys.argv[1] == "stuck" else (lambda: None)
+close_within(close, 5.0, "closing the MIDI ports", print, print, force_exit_after=2.0)
+time.sleep(2.5)  # past the watchdog's time: only a cancelled watchdog lets this finish
+print("finished")
+"""
+
+
+@pytest.mark.parametrize("close", ["quick", "stuck"])
+def test_close_within_watchdog_ends_the_process_only_when_the_close_holds_the_gil(close):
+    """The watchdog is cancelled once the waiting thread runs again; a close that keeps the GIL
+    never lets it run, and the watchdog ends the process with every thread's stack, status 0
+    (1 where only faulthandler can end it)."""
+    from livegen.watchdog import FALLBACK_EXIT_CODE, _timer_library
+
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", WATCHED_CLOSE, close], capture_output=True, text=True, timeout=60)
+    if close == "quick":
+        assert done.returncode == 0 and "finished" in done.stdout, done
+    else:
+        assert done.returncode == (0 if _timer_library() else FALLBACK_EXIT_CODE), done
+        assert "finished" not in done.stdout, done
+        assert "Timeout (" in done.stderr and "in close_within" in done.stderr, done.stderr
+        assert time.monotonic() - started < 30  # ended by the watchdog, not by the close's 30 s
