@@ -74,3 +74,19 @@ def daemon(jack_server, midi_probe, quick_model, tmp_path):
     yield start
     for each in made:
         each.close()
+
+
+JACKD_LOG_LINES = 30
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test that ran on the session's jackd shows the end of jackd's log: when the
+    server itself went wrong ("Driver is not running", "Cannot create new client"), that is where
+    it says so, and the CI output is all there is to read afterwards."""
+    outcome = yield
+    report = outcome.get_result()
+    server = item.funcargs.get("jack_server") if hasattr(item, "funcargs") else None
+    if report.failed and report.when in ("setup", "call") and isinstance(server, JackServer):
+        lines = server.log().splitlines()[-JACKD_LOG_LINES:]
+        report.sections.append((f"jackd log {server.name} (last {len(lines)} lines)", "\n".join(lines)))

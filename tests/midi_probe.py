@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
 
 from livegen.bench.jack import JackServer, jack_server
+from livegen.io.listing import port_names
 
 TimedMessage = tuple[float, list[int]]
 
@@ -156,14 +157,22 @@ class MidiProbe:
         self.playing_into: str | None = None
         self.listening_to: str | None = None
         self._offered: dict[str, str] = {}  # kind -> port name (offer / unplug / replug)
+        self._listers: dict[type, object] = {}  # rtmidi class -> its lister client (see _list)
 
     # ports that exist
     def _list(self, cls) -> list[str]:
-        client = cls(self._rtmidi.API_UNIX_JACK, name=f"{self.client_name}-lister")
-        try:
-            return list(client.get_ports())
-        finally:
-            client.delete()
+        """The ports ``cls`` (MidiOut: destinations, MidiIn: sources) sees, from one lister client
+        per kind that lives as long as the probe.
+
+        Not a fresh client per listing: rtmidi activates every JACK client it makes, so polling
+        for a port joined and left the graph every 50 ms, and synchronous jackd was seen to stop
+        for good right after such a lister missed a notification ("ClientNotify fails name =
+        probe-lister notification = 18", then "Driver is not running": every later client is
+        refused, and every later test fails)."""
+        lister = self._listers.get(cls)
+        if lister is None:
+            lister = self._listers[cls] = cls(self._rtmidi.API_UNIX_JACK, name=f"{self.client_name}-lister")
+        return port_names(lister)
 
     def destinations(self) -> list[str]:
         """JACK MIDI ports one can play into (livegen's input is one)."""
@@ -357,6 +366,9 @@ class MidiProbe:
         self._stop_reader()
         for attr in ("_in", "_out"):
             self._close_client(attr)
+        listers, self._listers = list(self._listers.values()), {}
+        for lister in listers:
+            lister.delete()
 
     def _close_client(self, attr: str) -> None:
         """Close and free the rtmidi client in ``attr`` (exactly once: a call after delete() crashes)."""
