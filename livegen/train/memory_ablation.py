@@ -10,6 +10,13 @@ built from the piece's earlier notes only), so the figures in the README can be 
 * ``fixed``: a fixed weight W for every note;
 * ``oracle_fixed``: the best fixed weight chosen per piece *after* seeing it (a bound that no
   weighting without look-ahead reaches);
+* ``oracle_per_note``: the better of P_lstm and P_mem for every note, chosen after seeing it: no
+  mixture of the two, whatever its weight per note, scores lower (``..._with_cache`` adds the
+  naive cache as a third choice);
+* ``learned_gate`` (``--learned-gate SPLIT``): a logistic gate over eight features of each note
+  (the memory's confidence, both models' top probability and entropy, how much they agree...),
+  fitted on SPLIT's pieces and scored here: how far a weight that reads more than the memory's
+  confidence could go;
 * ``evidence``: the shipped weight moved by a decaying sum of log(P_mem / P_lstm) of the notes
   already heard (a fixed-share-like Bayesian weight);
 * ``order_K`` / ``context_rhythm``: other memory configurations under the shipped weight;
@@ -59,6 +66,61 @@ def piece_terms(predictor, rows: np.ndarray, config: MemoryConfig | None = None)
     memory, confidence = memory_pitch_probs(rows, CONTEXT, config)
     return {"lstm": _true(lstm, truth), "memory": _true(memory, truth), "confidence": confidence,
             "cache": _true(naive_cache_probs(rows, CONTEXT), truth)}
+
+
+def _entropy(p: np.ndarray) -> np.ndarray:
+    p = np.maximum(p, 1e-12)
+    return -(p * np.log(p)).sum(axis=1)
+
+
+GATE_FEATURES = ("confidence", "log max P_mem", "entropy P_mem", "log max P_lstm", "entropy P_lstm",
+                 "log sum P_lstm P_mem", "log position", "log P_lstm(argmax P_mem)")
+
+
+def gate_terms(predictor, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Per scored note: P_lstm(truth), P_mem(truth) and the GATE_FEATURES, known before the note."""
+    truth = np.clip(np.round(rows[CONTEXT:, PITCH]), 0, 127).astype(int)
+    lstm = np.exp(predictor.score(rows, CONTEXT).pitch)
+    memory, confidence = memory_pitch_probs(rows, CONTEXT)
+    features = np.stack([confidence, np.log(memory.max(axis=1)), _entropy(memory), np.log(lstm.max(axis=1)),
+                         _entropy(lstm), np.log((lstm * memory).sum(axis=1) + 1e-12),
+                         np.log1p(np.arange(CONTEXT, len(rows))),
+                         np.log(lstm[np.arange(len(truth)), memory.argmax(axis=1)] + 1e-12)], axis=1)
+    return {"lstm": _true(lstm, truth), "memory": _true(memory, truth), "features": features}
+
+
+def learned_gate(fit: Sequence[dict], score: Sequence[dict]) -> dict:
+    """A logistic gate w = sigmoid(theta . features + b) fitted by L-BFGS on the mixture's pitch NLL
+    over ``fit`` (gate_terms of some pieces), and its ratio on ``score`` (and on ``fit``)."""
+    import torch
+
+    def stacked(terms: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return tuple(np.concatenate([t[k] for t in terms]) for k in ("features", "lstm", "memory"))  # type: ignore[return-value]
+
+    x_fit, lstm_fit, memory_fit = stacked(fit)
+    mean, scale = x_fit.mean(axis=0), x_fit.std(axis=0) + 1e-9
+    theta = torch.zeros(x_fit.shape[1], dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    x, lstm, memory = (torch.tensor(a, dtype=torch.float64) for a in ((x_fit - mean) / scale, lstm_fit, memory_fit))
+    optimizer = torch.optim.LBFGS([theta, bias], max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        w = torch.sigmoid(x @ theta + bias)
+        loss = -torch.log((1 - w) * lstm + w * memory).mean() + 1e-4 * (theta ** 2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    weights = theta.detach().numpy()
+
+    def ratio(terms: Sequence[dict]) -> float:
+        features, p_lstm, p_memory = stacked(terms)
+        w = 1.0 / (1.0 + np.exp(-((features - mean) / scale @ weights + bias.item())))
+        return round(_nll((1 - w) * p_lstm + w * p_memory) / _nll(p_lstm), 4)
+
+    return {"fitted_on": ratio(fit), "scored": ratio(score),
+            "theta": {name: round(float(v), 3) for name, v in zip(GATE_FEATURES, weights)}}
 
 
 def _nll(p: np.ndarray) -> float:
@@ -249,6 +311,8 @@ def ablation(predictor, pieces: Sequence[np.ndarray], knob: float = 0.5, dynamic
     for t in terms:
         oracle += min(_nll((1 - w) * t["lstm"] + w * t["memory"]) for w in np.linspace(0.0, 1.0, 21))
     result["oracle_fixed"] = round(oracle / base, 4)
+    result["oracle_per_note"] = ratio(np.maximum(lstm, memory))
+    result["oracle_per_note_with_cache"] = ratio(np.maximum.reduce([lstm, memory, np.concatenate([t["cache"] for t in terms])]))
     result["evidence"] = {}
     for beta in (0.1, 0.2, 0.3):
         for decay in (0.5, 0.7, 0.85):
@@ -305,17 +369,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--chunk", type=int, default=16)
     parser.add_argument("--dynamic-segment", action="store_true", help="also measure Krause-style dynamic evaluation")
     parser.add_argument("--segment-lr", type=float, default=3e-4)
+    parser.add_argument("--learned-gate", metavar="SPLIT", choices=("train", "validation", "test"),
+                        help="also fit a logistic gate on SPLIT's pieces and score it on --split's")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    ids = read_split(args.model)[args.split]
-    ingested = ingest(list(dict.fromkeys(file_of(p) for p in ids)), default_cache_dir(), 2, progress=False)
     predictor = load_predictor(args.model, torch.device("cpu"))
-    chosen = [(p.id, predictor.prepare(np.asarray(p.notes, dtype=np.float64))) for p in select(ingested.pieces, ids)]
-    chosen = [(name, rows) for name, rows in chosen if len(rows) > CONTEXT][: args.limit or None]
+
+    def split_pieces(split: str) -> list[tuple[str, np.ndarray]]:
+        ids = read_split(args.model)[split]
+        ingested = ingest(list(dict.fromkeys(file_of(p) for p in ids)), default_cache_dir(), 2, progress=False)
+        chosen = [(p.id, predictor.prepare(np.asarray(p.notes, dtype=np.float64))) for p in select(ingested.pieces, ids)]
+        return [(name, rows) for name, rows in chosen if len(rows) > CONTEXT][: args.limit or None]
+
+    chosen = split_pieces(args.split)
     pieces = [rows for _, rows in chosen]
     dynamic = {"lr": args.lr, "steps": args.steps, "chunk": args.chunk} if args.dynamic else None
     segment = {"lr": args.segment_lr, "segment": args.chunk} if args.dynamic_segment else None
     report = ablation(predictor, pieces, args.knob, dynamic, segment, [collection(name) for name, _ in chosen])
+    if args.learned_gate:
+        fit = [gate_terms(predictor, rows) for _, rows in split_pieces(args.learned_gate)]
+        report["learned_gate"] = {"fit_split": args.learned_gate,
+                                  **learned_gate(fit, [gate_terms(predictor, rows) for rows in pieces])}
     json.dump({"model": args.model, "split": args.split, **report}, sys.stdout, indent=1)
     print()
     return 0

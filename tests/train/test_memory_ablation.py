@@ -5,7 +5,7 @@ import torch
 
 from factories import tiny_model
 from livegen.train.evaluate import LSTMPredictor
-from livegen.train.memory_ablation import WEIGHTS, ablation
+from livegen.train.memory_ablation import GATE_FEATURES, WEIGHTS, ablation, gate_terms, learned_gate
 from livegen.train.session_eval import SessionSettings, session_likelihoods
 
 
@@ -30,6 +30,9 @@ def test_the_ablation_agrees_with_the_eval_and_its_oracle_bounds_every_fixed_wei
     assert report["shipped"] < 0.7  # a random model, pieces that repeat: the memory helps a lot
     assert set(report["fixed"]) == {str(w) for w in WEIGHTS}
     assert report["oracle_fixed"] <= min(report["fixed"].values()) + 1e-9  # the per-piece best bounds them
+    # the per-note best bounds every mixture, the shipped blend and the per-piece best included
+    assert report["oracle_per_note"] <= min(report["shipped"], report["oracle_fixed"]) + 1e-4
+    assert report["oracle_per_note_with_cache"] <= report["oracle_per_note"]
     assert report["dynamic"]["alone"] == 1.0  # no learning rate: the LSTM unchanged
     assert abs(report["dynamic_segment"]["alone"] - 1.0) < 1e-4  # ... and scored segment by segment, the same
     assert {"order_4", "order_8", "context_rhythm", "absolute_cache", "evidence", "voice_lines",
@@ -88,3 +91,16 @@ def test_the_neural_cache_votes_for_what_followed_the_most_similar_summary():
     # theta 0: every earlier note votes alike, so the pitch's share of notes 1 .. i-1
     assert np.allclose(flat, [np.mean(rows[1:25 + k, 0] == rows[25 + k, 0]) for k in range(len(flat))])
     assert flat[-16:].mean() < 0.3 and sharp[-16:].mean() > 0.8
+
+
+def test_the_learned_gate_does_at_least_as_well_as_the_best_fixed_weight_where_it_is_fitted():
+    torch.manual_seed(0)
+    predictor = LSTMPredictor(tiny_model())
+    rows = [predictor.prepare(p) for p in pieces()]
+    terms = [gate_terms(predictor, r) for r in rows]
+    assert all(t["features"].shape == (len(t["lstm"]), len(GATE_FEATURES)) for t in terms)
+    assert all(np.isfinite(t["features"]).all() for t in terms)
+    gate = learned_gate(terms[:2], terms[2:])
+    fixed = ablation(predictor, rows[:2])["fixed"]
+    assert gate["fitted_on"] <= min(fixed.values()) + 1e-3  # a constant weight is one of its gates
+    assert gate["scored"] < 0.8 and set(gate["theta"]) == set(GATE_FEATURES)
