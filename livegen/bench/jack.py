@@ -16,7 +16,7 @@ import tempfile
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -36,12 +36,32 @@ class JackServer:
     rate: int
     period: int
     realtime: bool
+    command: list[str] = field(default_factory=list)
 
     def log(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+
+    def start(self, startup_timeout: float = 15.0) -> None:
+        """Start ``command`` (its output appended to the log) and wait until a client can open."""
+        with open(self.log_path, "a") as log_file:
+            self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=log_file,
+                                            stderr=subprocess.STDOUT, env=self.env, preexec_fn=_jackd_dies_with_parent)
+        deadline = time.monotonic() + startup_timeout
+        while not _client_can_connect(self.env):
+            if self.process.poll() is not None:
+                raise BenchError(f"jackd exited with {self.process.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"jackd accepted no client within {startup_timeout:g} s:\n{self.log()}")
+            time.sleep(0.05)
+
+    def restart(self, startup_timeout: float = 15.0) -> None:
+        """Stop this jackd (killed if it does not stop) and start it again under the same name,
+        so the processes and clients that name it find the new one."""
+        stop_process(self.process, 5.0)
+        self.start(startup_timeout)
 
 
 def jackd_version() -> str | None:
@@ -146,22 +166,13 @@ def jack_server(rate: int = 48000, period: int = 64, startup_timeout: float = 15
            "JACK_NO_AUDIO_RESERVATION": "1"}
     command = ["jackd", "-R" if realtime else "--no-realtime", *(["--sync"] if sync else []), "--name", name,
                "--timeout", "2000", "-d", "dummy", "--rate", str(rate), "--period", str(period)]
-    process = None
+    log_path.write_text("")
+    server = JackServer(name, None, log_path, env, rate, period, realtime, command)  # type: ignore[arg-type]
     try:
-        with open(log_path, "w") as log_file:
-            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file,
-                                       stderr=subprocess.STDOUT, env=env, preexec_fn=_jackd_dies_with_parent)
-        server = JackServer(name, process, log_path, env, rate, period, realtime)
-        deadline = time.monotonic() + startup_timeout
-        while not _client_can_connect(env):
-            if process.poll() is not None:
-                raise BenchError(f"jackd exited with {process.returncode}:\n{server.log()}")
-            if time.monotonic() > deadline:
-                raise BenchError(f"jackd accepted no client within {startup_timeout:g} s:\n{server.log()}")
-            time.sleep(0.05)
+        server.start(startup_timeout)
         yield server
     finally:
-        stop_process(process, 10.0)
+        stop_process(server.process, 10.0)
         try:
             log_path.unlink()
         except OSError:
