@@ -87,7 +87,8 @@ JACKD_STOPPED = ("Driver is not running", "engine may now behave abnormally")
 in the middle of a cycle (killed, or ended while closing) left the server waiting 20 s for it,
 and from then on it refuses every client.  Measured outside the suite with a client killed at a
 random instant: both runs against `jackd -S` ended so (one at the first kill), while asynchronous
-jackd carried on through 50 kills (README, Troubleshooting)."""
+jackd carried on through 50 kills (README, Troubleshooting).  "abnormally" may come before a
+recovery too; a restart then costs a second, and waiting to see would cost the next test."""
 
 _RESTARTS: list[str] = []  # what the terminal summary reports
 _HEALTHY_FROM = [0]  # where in its log the session's jackd last (re)started
