@@ -59,15 +59,6 @@ def _true(probs: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return probs[np.arange(len(truth)), truth].astype(np.float64)
 
 
-def piece_terms(predictor, rows: np.ndarray, config: MemoryConfig | None = None) -> dict[str, np.ndarray]:
-    """Per scored note: P_lstm(truth), P_mem(truth), the memory's confidence, P_cache(truth)."""
-    truth = np.clip(np.round(rows[CONTEXT:, PITCH]), 0, 127).astype(int)
-    lstm = np.exp(predictor.score(rows, CONTEXT).pitch)
-    memory, confidence = memory_pitch_probs(rows, CONTEXT, config)
-    return {"lstm": _true(lstm, truth), "memory": _true(memory, truth), "confidence": confidence,
-            "cache": _true(naive_cache_probs(rows, CONTEXT), truth)}
-
-
 def _entropy(p: np.ndarray) -> np.ndarray:
     p = np.maximum(p, 1e-12)
     return -(p * np.log(p)).sum(axis=1)
@@ -77,21 +68,23 @@ GATE_FEATURES = ("confidence", "log max P_mem", "entropy P_mem", "log max P_lstm
                  "log sum P_lstm P_mem", "log position", "log P_lstm(argmax P_mem)")
 
 
-def gate_terms(predictor, rows: np.ndarray) -> dict[str, np.ndarray]:
-    """Per scored note: P_lstm(truth), P_mem(truth) and the GATE_FEATURES, known before the note."""
+def piece_terms(predictor, rows: np.ndarray, config: MemoryConfig | None = None) -> dict[str, np.ndarray]:
+    """Per scored note: P_lstm(truth), P_mem(truth), the memory's confidence, P_cache(truth), and
+    the GATE_FEATURES (all known before the note) for ``learned_gate``."""
     truth = np.clip(np.round(rows[CONTEXT:, PITCH]), 0, 127).astype(int)
     lstm = np.exp(predictor.score(rows, CONTEXT).pitch)
-    memory, confidence = memory_pitch_probs(rows, CONTEXT)
+    memory, confidence = memory_pitch_probs(rows, CONTEXT, config)
     features = np.stack([confidence, np.log(memory.max(axis=1)), _entropy(memory), np.log(lstm.max(axis=1)),
                          _entropy(lstm), np.log((lstm * memory).sum(axis=1) + 1e-12),
                          np.log1p(np.arange(CONTEXT, len(rows))),
                          np.log(lstm[np.arange(len(truth)), memory.argmax(axis=1)] + 1e-12)], axis=1)
-    return {"lstm": _true(lstm, truth), "memory": _true(memory, truth), "features": features}
+    return {"lstm": _true(lstm, truth), "memory": _true(memory, truth), "confidence": confidence,
+            "cache": _true(naive_cache_probs(rows, CONTEXT), truth), "features": features}
 
 
 def learned_gate(fit: Sequence[dict], score: Sequence[dict]) -> dict:
     """A logistic gate w = sigmoid(theta . features + b) fitted by L-BFGS on the mixture's pitch NLL
-    over ``fit`` (gate_terms of some pieces), and its ratio on ``score`` (and on ``fit``)."""
+    over ``fit`` (piece_terms of some pieces), and its ratio on ``score`` (and on ``fit``)."""
     import torch
 
     def stacked(terms: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -279,9 +272,11 @@ def collection(piece_id: str) -> str:
 
 
 def ablation(predictor, pieces: Sequence[np.ndarray], knob: float = 0.5, dynamic: dict | None = None,
-             segment: dict | None = None, groups: Sequence[str] | None = None) -> dict:
+             segment: dict | None = None, groups: Sequence[str] | None = None,
+             gate_fit: Sequence[dict] | None = None) -> dict:
     """The ratios of the module doc on ``pieces`` (note arrays in the model's chord order);
-    ``groups`` (one name per piece) adds the shipped blend's ratio per group (``by_group``)."""
+    ``groups`` (one name per piece) adds the shipped blend's ratio per group (``by_group``);
+    ``gate_fit`` (piece_terms of other pieces) adds ``learned_gate`` fitted on them."""
     terms = [piece_terms(predictor, rows) for rows in pieces]
     lstm = np.concatenate([t["lstm"] for t in terms])
     base = _nll(lstm)
@@ -313,6 +308,8 @@ def ablation(predictor, pieces: Sequence[np.ndarray], knob: float = 0.5, dynamic
     result["oracle_fixed"] = round(oracle / base, 4)
     result["oracle_per_note"] = ratio(np.maximum(lstm, memory))
     result["oracle_per_note_with_cache"] = ratio(np.maximum.reduce([lstm, memory, np.concatenate([t["cache"] for t in terms])]))
+    if gate_fit is not None:
+        result["learned_gate"] = learned_gate(gate_fit, terms)
     result["evidence"] = {}
     for beta in (0.1, 0.2, 0.3):
         for decay in (0.5, 0.7, 0.85):
@@ -385,11 +382,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     pieces = [rows for _, rows in chosen]
     dynamic = {"lr": args.lr, "steps": args.steps, "chunk": args.chunk} if args.dynamic else None
     segment = {"lr": args.segment_lr, "segment": args.chunk} if args.dynamic_segment else None
-    report = ablation(predictor, pieces, args.knob, dynamic, segment, [collection(name) for name, _ in chosen])
+    gate_fit = [piece_terms(predictor, rows) for _, rows in split_pieces(args.learned_gate)] if args.learned_gate else None
+    report = ablation(predictor, pieces, args.knob, dynamic, segment, [collection(name) for name, _ in chosen], gate_fit)
     if args.learned_gate:
-        fit = [gate_terms(predictor, rows) for _, rows in split_pieces(args.learned_gate)]
-        report["learned_gate"] = {"fit_split": args.learned_gate,
-                                  **learned_gate(fit, [gate_terms(predictor, rows) for rows in pieces])}
+        report["learned_gate"] = {"fit_split": args.learned_gate, **report["learned_gate"]}
     json.dump({"model": args.model, "split": args.split, **report}, sys.stdout, indent=1)
     print()
     return 0

@@ -5,7 +5,7 @@ import torch
 
 from factories import tiny_model
 from livegen.train.evaluate import LSTMPredictor
-from livegen.train.memory_ablation import GATE_FEATURES, WEIGHTS, ablation, gate_terms, learned_gate
+from livegen.train.memory_ablation import GATE_FEATURES, WEIGHTS, ablation, learned_gate, piece_terms
 from livegen.train.session_eval import SessionSettings, session_likelihoods
 
 
@@ -97,10 +97,11 @@ def test_the_learned_gate_does_at_least_as_well_as_the_best_fixed_weight_where_i
     torch.manual_seed(0)
     predictor = LSTMPredictor(tiny_model())
     rows = [predictor.prepare(p) for p in pieces()]
-    terms = [gate_terms(predictor, r) for r in rows]
+    terms = [piece_terms(predictor, r) for r in rows]
     assert all(t["features"].shape == (len(t["lstm"]), len(GATE_FEATURES)) for t in terms)
     assert all(np.isfinite(t["features"]).all() for t in terms)
     gate = learned_gate(terms[:2], terms[2:])
     fixed = ablation(predictor, rows[:2])["fixed"]
     assert gate["fitted_on"] <= min(fixed.values()) + 1e-3  # a constant weight is one of its gates
     assert gate["scored"] < 0.8 and set(gate["theta"]) == set(GATE_FEATURES)
+    assert ablation(predictor, rows[2:], gate_fit=terms[:2])["learned_gate"] == gate  # the same gate through ablation
