@@ -2,9 +2,10 @@
 
 Issue 13 asks for pitch NLL with memory at most 0.85x without on the test split.  The shipped
 blend (an interpolated PPM over intervals, weighted by its confidence, livegen.model.blend) gives
-0.887x there; this module measures the alternatives on the same pieces, each scored as one
-session exactly as ``livegen eval --session-memory`` does (from note CONTEXT on, the memory
-built from the piece's earlier notes only), so the figures in the README can be reproduced:
+0.903x there with release 0.4; this module measures the alternatives on the same pieces (and
+livegen.train.pointer_ablation a memory trained to copy), each scored as one session exactly as
+``livegen eval --session-memory`` does (from note CONTEXT on, the memory built from the piece's
+earlier notes only), so the figures in the README can be reproduced:
 
 * ``shipped``: the live blend at knob W (``blend_weight`` of the memory's confidence);
 * ``fixed``: a fixed weight W for every note;
