@@ -46,6 +46,9 @@ class Scores:
     step: np.ndarray | None = None  # (n,) log P(true step bin | ...)
     duration: np.ndarray | None = None
     velocity: np.ndarray | None = None
+    # (N - 1, hidden) the LSTM's summary after each note but the last: what a memory that attends
+    # over the piece compares (livegen.train.pointer_ablation)
+    summaries: np.ndarray | None = None
 
 
 class LSTMPredictor:
@@ -85,6 +88,7 @@ class LSTMPredictor:
             step=true(log_step, 1),
             duration=true(torch.log_softmax(logits.duration.float(), -1), 2),
             velocity=true(torch.log_softmax(logits.velocity.float(), -1), 3),
+            summaries=h[0, : len(rows) - 1].float().cpu().numpy(),
         )
 
     @torch.no_grad()

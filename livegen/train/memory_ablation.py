@@ -350,10 +350,20 @@ def ablation(predictor, pieces: Sequence[np.ndarray], knob: float = 0.5, dynamic
     return result
 
 
+def prepared_pieces(predictor, ids: Sequence[str]) -> list[tuple[str, np.ndarray]]:
+    """The pieces ``ids`` (from the ingest cache), as (id, rows in the model's order), longer than
+    CONTEXT so that each has notes to score."""
+    from livegen.train.data import default_cache_dir, file_of, ingest, select
+
+    ingested = ingest(list(dict.fromkeys(file_of(p) for p in ids)), default_cache_dir(), 2, progress=False)
+    chosen = [(p.id, predictor.prepare(np.asarray(p.notes, dtype=np.float64))) for p in select(ingested.pieces, ids)]
+    return [(name, rows) for name, rows in chosen if len(rows) > CONTEXT]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
-    from livegen.train.data import default_cache_dir, file_of, ingest, read_split, select
+    from livegen.train.data import read_split
     from livegen.train.evaluate import load_predictor
 
     parser = argparse.ArgumentParser(prog="python -m livegen.train.memory_ablation", description=__doc__.split("\n")[0])
@@ -374,10 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     predictor = load_predictor(args.model, torch.device("cpu"))
 
     def split_pieces(split: str) -> list[tuple[str, np.ndarray]]:
-        ids = read_split(args.model)[split]
-        ingested = ingest(list(dict.fromkeys(file_of(p) for p in ids)), default_cache_dir(), 2, progress=False)
-        chosen = [(p.id, predictor.prepare(np.asarray(p.notes, dtype=np.float64))) for p in select(ingested.pieces, ids)]
-        return [(name, rows) for name, rows in chosen if len(rows) > CONTEXT][: args.limit or None]
+        return prepared_pieces(predictor, read_split(args.model)[split])[: args.limit or None]
 
     chosen = split_pieces(args.split)
     pieces = [rows for _, rows in chosen]

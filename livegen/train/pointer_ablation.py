@@ -59,25 +59,17 @@ class PieceTerms:
                        lstm=self.lstm[:n], memory=self.memory[:n], confidence=self.confidence[:n])
 
 
-@torch.no_grad()
 def piece_terms(predictor, rows: np.ndarray, group: str = "") -> PieceTerms:
     """The LSTM's summaries and pitch marginal, and the shipped memory's prediction, for one piece
     (rows in the model's chord order, longer than CONTEXT)."""
-    from livegen.train.evaluate import log_pitch_marginal
-
-    model = predictor.model
-    tokens = torch.as_tensor(predictor.tokenizer.encode(rows), device=predictor.device)
-    h, _ = model.encode(tokens.unsqueeze(0))
-    context = h[0, CONTEXT - 1 : len(rows) - 1]
-    target, previous = tokens[CONTEXT:], tokens[CONTEXT - 1 : len(rows) - 1, 0]
-    logits = model.heads(context, target, previous)
-    log_pitch = log_pitch_marginal(model, context, torch.log_softmax(logits.step.float(), -1), previous).cpu()
+    scores = predictor.score(rows, CONTEXT)
     pitches = torch.as_tensor(np.clip(np.round(rows[:, PITCH]), 0, 127).astype(np.int64))
     memory, confidence = memory_pitch_probs(rows, CONTEXT)
-    truth = pitches[CONTEXT:]
-    return PieceTerms(summaries=h[0, : len(rows) - 1].float().cpu(), pitches=pitches,
-                      lstm=log_pitch.gather(1, truth[:, None])[:, 0].exp(),
-                      memory=torch.as_tensor(memory[np.arange(len(truth)), truth.numpy()], dtype=torch.float32),
+    truth = pitches[CONTEXT:].numpy()
+    scored = np.arange(len(truth))
+    return PieceTerms(summaries=torch.from_numpy(scores.summaries), pitches=pitches,
+                      lstm=torch.as_tensor(np.exp(scores.pitch[scored, truth]), dtype=torch.float32),
+                      memory=torch.as_tensor(memory[scored, truth], dtype=torch.float32),
                       confidence=torch.as_tensor(confidence, dtype=torch.float32), group=group)
 
 
@@ -168,9 +160,9 @@ def ratios(pointer: CopyPointer, terms: Sequence[PieceTerms]) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from livegen.train.data import default_cache_dir, file_of, ingest, read_split, select
+    from livegen.train.data import read_split
     from livegen.train.evaluate import load_predictor
-    from livegen.train.memory_ablation import collection
+    from livegen.train.memory_ablation import collection, prepared_pieces
 
     parser = argparse.ArgumentParser(prog="python -m livegen.train.pointer_ablation", description=__doc__.split("\n")[0])
     parser.add_argument("model", nargs="?", default="models/default", help="a note-lstm model folder with a split.json")
@@ -184,9 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     split = read_split(args.model)
 
     def terms_of(ids: list[str]) -> list[PieceTerms]:
-        ingested = ingest(list(dict.fromkeys(file_of(p) for p in ids)), default_cache_dir(), 2, progress=False)
-        rows = [(p.id, predictor.prepare(np.asarray(p.notes, dtype=np.float64))) for p in select(ingested.pieces, ids)]
-        return [piece_terms(predictor, r, collection(name)) for name, r in rows if len(r) > CONTEXT]
+        return [piece_terms(predictor, rows, collection(name)) for name, rows in prepared_pieces(predictor, ids)]
 
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
