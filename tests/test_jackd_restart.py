@@ -1,6 +1,7 @@
 """The suite's guard against JACK2's synchronous engine stopping for good (tests/conftest.py):
 jackd is restarted under its name, a test that failed meanwhile runs again (twice at most, each
-time on a restarted jackd), and the session's summary says so.  Run as an inner pytest session on a jackd of its own."""
+time on a restarted jackd), and the session's summary says so.  Run as an inner pytest session
+on a jackd of its own."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def test_jackd_that_stops_again_under_the_rerun_is_restarted_again(jack_server):
 
 def test_a_test_that_stops_jackd_every_time_fails_after_two_reruns(jack_server):
     runs = Path(os.environ["MARK_DIR"]) / "runs"
-    runs.write_text(str(int(runs.read_text() or 0) + 1) if runs.exists() else "1")
+    runs.write_text(str(int(runs.read_text()) + 1 if runs.exists() else 1))
     stop_jackd(jack_server)
 '''
 
