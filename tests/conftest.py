@@ -193,7 +193,8 @@ def _restart_session_jackd() -> tuple[bool, str]:
         time.sleep(SETTLE_S)
         if not _jackd_stopped() and _client_can_connect(server.env):
             return True, "restarted" if tries == 1 else f"restarted ({tries} tries)"
-    return False, f"restarted {RESTART_TRIES} times, and it stopped again each time: {'; '.join(_jackd_stopped())}"
+    said = "; ".join(_jackd_stopped()) or "it took no client"
+    return False, f"restarted {RESTART_TRIES} times, and each time it stopped again ({said})"
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
