@@ -160,7 +160,6 @@ def pytest_runtest_protocol(item, nextitem):
         line += f"; the test had failed with {crash.splitlines()[0]!r}; run again: " + \
             ("failed again" if any(r.failed for r in reports) else "passed")
         _RESTARTS.append(line)
-    item.jackd_stopped = []
     for report in reports:
         item.ihook.pytest_runtest_logreport(report=report)
     item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
